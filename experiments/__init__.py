@@ -1,0 +1,1 @@
+"""selfx orchestration: configs, runners, tracking, export and the CLI."""

@@ -1,0 +1,68 @@
+"""``selfx check-lm``: the typed round trip (review -> label, confidence) on the first N SST-2 sentences."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+
+from programs.data import load_examples
+from programs.lean_adapter import LeanAdapter
+from programs.lm import describe_lm, is_embedded, make_lm
+from programs.signatures import Sentiment
+
+
+def default_adapter(lm: Any) -> dspy.Adapter:
+    """Lean prompts for embedded models; DSPy's JSONAdapter for API models."""
+    return LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
+
+
+def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, data: str = "sst2",
+             progress: bool = True) -> dict[str, Any]:
+    """Classify the first ``n`` examples through ``dspy.Predict(Sentiment)`` and summarise.
+
+    ``accuracy`` is over parsed answers; failures are counted in ``parse_failures``, never scored.
+    """
+    examples = load_examples(data, split="validation", n=n)
+    lm = make_lm(spec, api_base=api_base, cache=False)
+    program = dspy.Predict(Sentiment)
+    parsed = correct = positives = tokens = 0
+    failures: list[dict[str, str]] = []
+    start = time.perf_counter()
+    with dspy.context(lm=lm, adapter=default_adapter(lm)):
+        for i, example in enumerate(examples, 1):
+            history_before = len(lm.history)
+            try:
+                prediction = program(review=example.text)
+            except AdapterParseError as exc:
+                failures.append({"id": example.id, "reason": str(exc).splitlines()[0][:200],
+                                 "raw": str(getattr(exc, "lm_response", ""))[:500]})
+            else:
+                parsed += 1
+                positives += prediction.label == "positive"
+                correct += int(prediction.label == "positive") == example.label
+            tokens += sum(_total_tokens(entry) for entry in lm.history[history_before:])
+            if progress and sys.stderr.isatty():
+                print(f"\rcheck-lm {i}/{len(examples)}", end="", file=sys.stderr, flush=True)
+    if progress and sys.stderr.isatty():
+        print(file=sys.stderr)
+    seconds = time.perf_counter() - start
+    return {
+        **describe_lm(lm),
+        "n": len(examples),
+        "parsed": parsed,
+        "parse_failures": len(failures),
+        "accuracy": correct / parsed if parsed else None,
+        "positive_share": positives / parsed if parsed else None,
+        "seconds_per_example": seconds / len(examples),
+        "tokens_per_example": tokens / len(examples),
+        "failures": failures,
+    }
+
+
+def _total_tokens(entry: dict[str, Any]) -> int:
+    usage = entry.get("usage") or {}
+    return int(usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)))

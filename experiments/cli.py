@@ -1,0 +1,99 @@
+"""The ``selfx`` command line. Exit codes: 0 ok, 1 the job failed, 2 bad usage or input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Sequence
+
+EXAMPLES = """examples:
+  selfx check-lm --n 5                       # embedded model, 5 SST-2 sentences
+  selfx check-lm --lm local:/models/x.gguf --n 20 --json out.json
+  selfx check-lm --lm openai/my-model --api-base http://127.0.0.1:8000/v1
+"""
+
+
+def _version() -> str:
+    try:
+        return version("selfx")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0+unknown"
+
+
+def _add_lm_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lm", default="local", metavar="SPEC",
+                        help="local (default), local:<name>, local:/path/model.gguf, openai/<model>")
+    parser.add_argument("--api-base", default=None, metavar="URL",
+                        help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="selfx", description="Can LLMs explain themselves? Typed DSPy programs, faithfulness "
+        "metrics, optimisation and MLflow tracking.", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"selfx {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check-lm", help="typed round trip (label, confidence) on the first N SST-2 validation sentences",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_lm_args(check)
+    check.add_argument("--n", type=int, default=10, help="number of sentences (default 10)")
+    check.add_argument("--data", default="sst2", help="sst2 (default), huang2023, a .jsonl/.csv file or a dataset")
+    check.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    check.set_defaults(func=_cmd_check_lm)
+    return parser
+
+
+def _cmd_check_lm(args: argparse.Namespace) -> int:
+    from experiments.check_lm import check_lm
+
+    summary = check_lm(args.lm, api_base=args.api_base, n=args.n, data=args.data)
+    shown = {k: v for k, v in summary.items() if k != "failures"}
+    width = max(len(k) for k in shown)
+    for key, value in shown.items():
+        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    for failure in summary["failures"]:
+        print(f"parse failure on example {failure['id']}: {failure['reason']}", file=sys.stderr)
+    _write_json(args.json, summary)
+    return 0
+
+
+def _write_json(path: str | None, payload: Any) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network: skip MLflow/LiteLLM downloads
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from programs.data import DataError
+    from programs.lm import LMSpecError
+
+    try:
+        return args.func(args)
+    except (DataError, LMSpecError, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"selfx {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # one clear line; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"selfx {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

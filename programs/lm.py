@@ -1,0 +1,99 @@
+"""The one LM factory: a spec string -> a configured ``dspy.LM``.
+
+Specs:
+- ``local`` (the default embedded model), ``local:smollm2-135m``, ``local:gemma3-270m``,
+  ``local:/path/model.gguf`` — in-process llama.cpp (:class:`LlamaCppEngine`);
+- ``openai/<model>`` — OpenAI through DSPy's native route; the key only from ``OPENAI_API_KEY``;
+- any spec with ``api_base`` — an OpenAI-compatible server (:class:`OpenAICompatEngine`), the
+  model name being the spec without an ``openai/`` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from programs.embedded_models import DEFAULT_EMBEDDED, EMBEDDED_MODELS
+
+SPEC_FORMS = ("local", "local:<name>", "local:/path/model.gguf", "openai/<model>", "<model> with --api-base URL")
+
+
+class LMSpecError(ValueError):
+    """An LM spec that names no backend we know."""
+
+
+@dataclass(frozen=True)
+class LMSpec:
+    backend: str  # "local", "openai" or "openai-compatible"
+    model: str
+    api_base: str | None = None
+
+
+def parse_lm_spec(spec: str, api_base: str | None = None) -> LMSpec:
+    """Parse an LM spec string.
+
+    >>> parse_lm_spec("local:gemma3-270m")
+    LMSpec(backend='local', model='gemma3-270m', api_base=None)
+    >>> parse_lm_spec("openai/smol", api_base="http://127.0.0.1:8000/v1").backend
+    'openai-compatible'
+    """
+    spec = (spec or "").strip()
+    if api_base:
+        if not spec:
+            raise LMSpecError("--api-base needs a model name too, e.g. --lm openai/my-model")
+        return LMSpec("openai-compatible", spec.removeprefix("openai/"), api_base)
+    if spec == "local":
+        return LMSpec("local", DEFAULT_EMBEDDED)
+    if spec.startswith("local:"):
+        target = spec.removeprefix("local:")
+        if target in EMBEDDED_MODELS or target.endswith(".gguf") or os.sep in target:
+            return LMSpec("local", target)
+        raise LMSpecError(f"unknown embedded model {target!r} in LM spec {spec!r}; choose one of "
+                          f"{sorted(EMBEDDED_MODELS)} or give local:/path/model.gguf")
+    if spec.startswith("openai/") and len(spec) > len("openai/"):
+        return LMSpec("openai", spec)
+    raise LMSpecError(f"unknown LM spec {spec!r}; use one of: {', '.join(SPEC_FORMS)}")
+
+
+def make_lm(spec: str = "local", *, api_base: str | None = None, temperature: float = 0.0,
+            max_tokens: int = 256, cache: bool = True) -> Any:
+    """Build the ``dspy.LM`` for a spec. No API key ever passes through here."""
+    import dspy
+
+    parsed = parse_lm_spec(spec, api_base)
+    if parsed.backend == "local":
+        from programs.llama_engine import LlamaCppEngine
+
+        engine = LlamaCppEngine(parsed.model)
+        return dspy.LM(f"local/{engine.model_name}", engine=engine, temperature=temperature,
+                       max_tokens=max_tokens, cache=cache)
+    if parsed.backend == "openai-compatible":
+        from programs.openai_engine import OpenAICompatEngine
+
+        engine = OpenAICompatEngine(parsed.model, api_base=parsed.api_base or "")
+        return dspy.LM(f"openai-compatible/{parsed.model}", engine=engine, temperature=temperature,
+                       max_tokens=max_tokens, cache=cache)
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise LMSpecError(f"{spec} needs the OPENAI_API_KEY environment variable (keys are read only from "
+                          "the environment), or pass --api-base for an OpenAI-compatible server")
+    return dspy.LM(parsed.model, temperature=temperature, max_tokens=max_tokens, cache=cache)
+
+
+def describe_lm(lm: Any) -> dict[str, str]:
+    """Backend and model of an LM, for logs and JSON reports (never a key)."""
+    engine = getattr(lm, "engine", None)
+    from programs.llama_engine import LlamaCppEngine
+    from programs.openai_engine import OpenAICompatEngine
+
+    if isinstance(engine, LlamaCppEngine):
+        return {"backend": "local", "model": engine.model_name}
+    if isinstance(engine, OpenAICompatEngine):
+        return {"backend": "openai-compatible", "model": engine.model, "api_base": engine.api_base}
+    return {"backend": "openai", "model": lm.model}
+
+
+def is_embedded(lm: Any) -> bool:
+    from programs.llama_engine import LlamaCppEngine
+
+    return isinstance(getattr(lm, "engine", None), LlamaCppEngine)

@@ -1,0 +1,80 @@
+"""Small frozen value types that every layer speaks (data -> programs -> metrics -> experiments)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+LABELS: tuple[str, str] = ("negative", "positive")
+
+
+def tokenize(text: str) -> tuple[str, ...]:
+    """The study's tokens: whitespace tokens of the review (repeated words are distinct positions)."""
+    return tuple(text.split())
+
+
+@dataclass(frozen=True)
+class Example:
+    """One review with its gold label (1 = positive, 0 = negative, None = unlabelled)."""
+
+    id: str
+    text: str
+    label: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise ValueError(f"example {self.id!r}: review must be a string, got {type(self.text).__name__}")
+        if not self.text.strip():
+            raise ValueError(f"example {self.id!r}: review is empty")
+        if self.label not in (None, 0, 1):
+            raise ValueError(f"example {self.id!r}: label must be 0 or 1, got {self.label!r}")
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return tokenize(self.text)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a model said about one text.
+
+    A failed answer keeps the raw reply and a reason; its label and probabilities are None, never a
+    default such as the study's (0, 0.5).
+    ``p_positive`` holds P(positive) by source: ``"stated"`` (confidence if positive, else
+    1 - confidence) and, where the backend has them, ``"logprob"`` (label log-probabilities).
+    """
+
+    label: str | None
+    confidence: float | None = None
+    p_positive: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None
+    raw: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.failure is None:
+            if self.label not in LABELS:
+                raise ValueError(f"label must be one of {LABELS}, got {self.label!r}")
+            if self.confidence is not None and not (0.0 <= self.confidence <= 1.0):
+                raise ValueError(f"confidence must be in [0, 1], got {self.confidence!r}")
+        for source, p in self.p_positive.items():
+            if not (isinstance(p, float) and 0.0 <= p <= 1.0) or math.isnan(p):
+                raise ValueError(f"p_positive[{source!r}] must be a float in [0, 1], got {p!r}")
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def label_int(self) -> int | None:
+        return None if self.label is None else LABELS.index(self.label)
+
+    @classmethod
+    def failed(cls, reason: str, raw: str | None = None, **info: Any) -> Answer:
+        return cls(label=None, failure=reason, raw=raw, info=info)
+
+
+def stated_p_positive(label: str, confidence: float) -> float:
+    """The study's mapping of a stated (label, confidence) to P(positive)."""
+    return float(confidence) if label == "positive" else 1.0 - float(confidence)

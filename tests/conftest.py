@@ -1,0 +1,31 @@
+"""Shared fixtures: the real embedded model, loaded once per test session, and a shared-data check."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from programs.data import shared_data_dir
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def require_shared(*parts: str):
+    path = shared_data_dir().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (../shared/data beside the repository, or SELFX_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_lm():
+    """The embedded default model as a dspy.LM (no response cache, so every call reaches the model)."""
+    from programs.lm import make_lm
+
+    return make_lm("local", cache=False)
+
+
+@pytest.fixture(scope="session")
+def engine(local_lm):
+    return local_lm.engine

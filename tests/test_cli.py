@@ -1,0 +1,35 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from experiments.cli import main
+from tests.conftest import require_shared
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert "selfx" in capsys.readouterr().out
+    assert main([]) == 2
+
+
+def test_bad_lm_spec_is_one_clear_line(capsys):
+    assert main(["check-lm", "--lm", "gpt-nonsense", "--n", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown LM spec" in err[0]
+
+
+@pytest.mark.model
+def test_check_lm_end_to_end_with_the_embedded_model(tmp_path):
+    require_shared("sst2", "validation.jsonl")
+    out = tmp_path / "check.json"
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "check-lm", "--n", "3", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(out.read_text())
+    for key in ("backend", "model", "n", "parsed", "accuracy", "seconds_per_example"):
+        assert key in summary
+    assert summary["n"] == 3 and summary["parsed"] == 3

@@ -1,0 +1,83 @@
+"""The real embedded model, end to end (a few sentences; marked `model`)."""
+
+import json
+import threading
+
+import dspy
+import numpy as np
+import pytest
+
+from programs.lean_adapter import LeanAdapter
+from programs.llama_engine import _log_softmax
+from programs.signatures import Sentiment
+
+pytestmark = pytest.mark.model
+
+REVIEWS = ["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate clichés .",
+           "an utterly incompetent conclusion ."]
+
+
+def test_typed_round_trip_through_dspy_predict(local_lm):
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        predictions = [dspy.Predict(Sentiment)(review=r) for r in REVIEWS]
+    for p in predictions:
+        assert p.label in ("negative", "positive")
+        assert 0.0 <= p.confidence <= 1.0
+    raw = local_lm.history[-1]["outputs"][0]
+    raw = raw["text"] if isinstance(raw, dict) else raw
+    assert list(json.loads(raw)) == ["label", "confidence"]  # grammar kept the signature's order
+
+
+def test_usage_is_reported(local_lm):
+    local_lm("Say hi.", max_tokens=4)
+    usage = local_lm.history[-1]["usage"]
+    assert usage["prompt_tokens"] > 0 and 0 < usage["completion_tokens"] <= 4
+
+
+def test_max_tokens_and_stop_are_honoured(local_lm):
+    text = local_lm("Count from 1 to 50, separated by spaces.", max_tokens=40)[0]
+    assert len(local_lm.engine.tokenize_text(text)) <= 40
+    stopped = local_lm("Count from 1 to 50, separated by spaces.", max_tokens=40, stop=["5"])[0]
+    assert "5" not in stopped
+
+
+def test_n_and_temperature_give_distinct_samples(local_lm):
+    outputs = local_lm("Write one word.", n=4, temperature=1.5, max_tokens=8)
+    assert len(outputs) == 4
+    assert len(set(outputs)) > 1
+    greedy = {local_lm("Write one word.", temperature=0.0, max_tokens=8)[0] for _ in range(2)}
+    assert len(greedy) == 1
+
+
+def test_label_scores_match_a_fresh_evaluation(engine):
+    messages = LeanAdapter().format(Sentiment, [], {"review": REVIEWS[0]})
+    scores = engine.score_continuations(messages, '{"label": "', ["positive", "negative"])
+    engine._eval_to(engine.tokenize_text("unrelated text to disturb the cache"))
+    tokens = engine.prompt_tokens(messages) + engine.tokenize_text('{"label": "')
+    llm = engine._loaded().llm
+    llm.reset()
+    llm.eval(tokens)
+    fresh = _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))
+    for label in ("positive", "negative"):
+        first = engine.tokenize_text(label)
+        if len(first) == 1:
+            assert abs(scores[label] - fresh[first[0]]) < 1e-4
+    assert all(s < 0 for s in scores.values())
+
+
+def test_concurrent_calls_are_safe(local_lm):
+    results, errors = [], []
+
+    def work(review):
+        try:
+            with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+                results.append(dspy.Predict(Sentiment)(review=review).label)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in REVIEWS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 3
