@@ -24,6 +24,18 @@ import numpy as np
 
 from programs.embedded_models import embedded_model
 from programs.json_grammar import schema_from_response_format, schema_to_gbnf
+from programs.slot_decoder import (
+    DecodeOptions,
+    Reading,
+    Slot,
+    compile_schema,
+    decode,
+    greedy,
+    log_softmax,
+    readings_to_logprobs,
+    rewrite_expected,
+    sampler,
+)
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -92,11 +104,6 @@ def render_plain(messages: Sequence[dict[str, str]]) -> str:
     return "".join(parts)
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.exp(shifted).sum())
-
-
 class LlamaCppEngine:
     """A DSPy engine running a GGUF model in-process with llama.cpp.
 
@@ -140,15 +147,23 @@ class LlamaCppEngine:
             raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {self.n_ctx}-token context; "
                              "shorten the review or demos, or raise n_ctx")
         temperature = 0.0 if config.temperature is None else float(config.temperature)
+        schema = schema_from_response_format(config.response_format)
+        skeleton = compile_schema(schema) if schema else None
         with loaded.lock:
             seed = config.seed if config.seed is not None else self._rng.randrange(2**31)
+            if skeleton is not None:
+                options = DecodeOptions.from_metadata((config.extensions or {}).get("metadata"))
+                text, readings, n_out = self._decode_skeleton(prompt, skeleton, temperature, seed, options)
+                return Response(id=None, model=request.model, message=Message.assistant(text), finish_reason="stop",
+                                usage=Usage(input_tokens=len(prompt), output_tokens=n_out),
+                                logprobs=readings_to_logprobs(readings))
             out = loaded.llm.create_completion(
                 prompt=prompt,
                 max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
                 temperature=temperature,
                 top_p=1.0 if config.top_p is None else float(config.top_p),
                 stop=[*config.stop, *loaded.stop],
-                grammar=self._grammar(schema_from_response_format(config.response_format)),
+                grammar=self._grammar(schema),
                 seed=seed,
             )
         choice = out["choices"][0]
@@ -160,6 +175,22 @@ class LlamaCppEngine:
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             usage=Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"]),
         )
+
+    def _decode_skeleton(self, prompt: list[int], skeleton: list, temperature: float, seed: int,
+                         options: DecodeOptions) -> tuple[str, list[Reading], int]:
+        """Slot decoding (caller holds the model lock). Returns text, slot readings, answer tokens."""
+        base = sampler(temperature, np.random.default_rng(seed)) if temperature > 0 else greedy
+
+        def choose(slot: Slot, logprobs: np.ndarray) -> int:
+            if slot.kind == "enum" and options.enum_bias:
+                logprobs = logprobs + np.array([options.enum_bias.get(o, 0.0) for o in slot.options])
+            return base(slot, logprobs)
+
+        text, readings = decode(skeleton, prompt, tokenize=self.tokenize_text, logits_at=self._eval_to,
+                                choose=choose)
+        if options.value_mode == "expected":
+            text = rewrite_expected(skeleton, readings)
+        return text, readings, len(self.tokenize_text(text))
 
     def stream(self, request: Any) -> Any:
         from dspy.lm15 import response_to_events
@@ -211,7 +242,7 @@ class LlamaCppEngine:
         base = self.prompt_tokens(messages) + self.tokenize_text(prefix)
         loaded = self._loaded()
         with loaded.lock:
-            base_logprobs = _log_softmax(self._eval_to(base))
+            base_logprobs = log_softmax(self._eval_to(base))
             scores: dict[str, float] = {}
             for candidate in candidates:
                 tokens = self.tokenize_text(candidate)
@@ -219,7 +250,7 @@ class LlamaCppEngine:
                     raise ValueError(f"candidate {candidate!r} has no tokens")
                 total = float(base_logprobs[tokens[0]])
                 for i in range(1, len(tokens)):
-                    total += float(_log_softmax(self._eval_to(base + tokens[:i]))[tokens[i]])
+                    total += float(log_softmax(self._eval_to(base + tokens[:i]))[tokens[i]])
                 scores[candidate] = total
         return scores
 

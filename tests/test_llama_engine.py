@@ -1,6 +1,7 @@
 """The real embedded model, end to end (a few sentences; marked `model`)."""
 
 import json
+import math
 import threading
 
 import dspy
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from programs.lean_adapter import LeanAdapter
-from programs.llama_engine import _log_softmax
+from programs.slot_decoder import log_softmax
 from programs.signatures import Sentiment
 
 pytestmark = pytest.mark.model
@@ -57,7 +58,7 @@ def test_label_scores_match_a_fresh_evaluation(engine):
     llm = engine._loaded().llm
     llm.reset()
     llm.eval(tokens)
-    fresh = _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))
+    fresh = log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))
     for label in ("positive", "negative"):
         first = engine.tokenize_text(label)
         if len(first) == 1:
@@ -81,3 +82,35 @@ def test_concurrent_calls_are_safe(local_lm):
     for t in threads:
         t.join()
     assert not errors and len(results) == 3
+
+
+def test_free_text_fields_use_the_llama_grammar(local_lm):
+    class Summary(dspy.Signature):
+        """Summarise the review in a few words and rate it."""
+
+        review: str = dspy.InputField()
+        summary: str = dspy.OutputField()
+        rating: int = dspy.OutputField()
+
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = dspy.Predict(Summary)(review=REVIEWS[0])
+    assert isinstance(prediction.summary, str) and isinstance(prediction.rating, int)
+
+
+def test_label_readings_arrive_in_prediction_logprobs(local_lm):
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = dspy.Predict(Sentiment)(review=REVIEWS[0], config={"logprobs": True, "top_logprobs": 20})
+    label_entry = prediction.logprobs["content"][0]
+    assert {t["token"] for t in label_entry["top_logprobs"]} == {"negative", "positive"}
+    total = sum(math.exp(t["logprob"]) for t in label_entry["top_logprobs"])
+    assert abs(total - 1.0) < 1e-6
+
+
+def test_label_log_odds_read_while_decoding_equal_a_separate_scoring_pass(local_lm, engine):
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = dspy.Predict(Sentiment)(review=REVIEWS[1], config={"logprobs": True, "top_logprobs": 20})
+    read = {t["token"]: t["logprob"] for t in prediction.logprobs["content"][0]["top_logprobs"]}
+    messages = LeanAdapter().format(Sentiment, [], {"review": REVIEWS[1]})
+    # log-odds at the point where the labels diverge (their first tokens), as the decoder reads them
+    scored = engine.score_continuations(messages, '{"label": "', ["positive", "negative"])
+    assert abs((read["positive"] - read["negative"]) - (scored["positive"] - scored["negative"])) < 1e-4

@@ -1,0 +1,281 @@
+"""Skeleton ("slot") decoding of JSON answers for in-process models.
+
+A JSON schema whose shape is fixed up to a few choices compiles into a *skeleton*: fixed text
+(keys, punctuation, the review's own tokens) that is teacher-forced, and *slots* where the model
+chooses among a finite set of options (an enum value, a word of the review, a number on a decimal
+grid). At every slot the exact probability of every option is computed by walking the options'
+token trie, renormalised over what the schema allows (the constrained distribution), so:
+
+- the answer is valid by construction, range included;
+- the label's log-probabilities are read in the same pass that decodes the answer;
+- a number can be read as its expected value over the grid, not only its argmax;
+- fixed text is evaluated in batches with the KV cache of everything before it reused.
+
+Schemas outside this family return ``None`` from :func:`compile_schema`; the engine then falls back
+to llama.cpp's general grammar.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+
+UNSIGNED_GRID = tuple(f"{i / 10:.1f}" for i in range(11))
+SIGNED_GRID = tuple(f"-{i / 10:.1f}" for i in range(10, 0, -1)) + UNSIGNED_GRID
+
+
+@dataclass(frozen=True)
+class Fixed:
+    text: str
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A choice among options. ``kind`` is "enum", "number" or "word"; ``unique`` excludes options
+    already chosen in the same group (top-k words are distinct)."""
+
+    kind: str
+    options: tuple[str, ...]
+    closing: str = ""  # text forced right after the option, included in its tokens (keeps options prefix-free)
+    group: int | None = None
+
+
+Segment = Union[Fixed, Slot]
+
+
+def compile_schema(schema: dict[str, Any]) -> list[Segment] | None:
+    """Skeleton for a schema, or None when the schema is outside the fixed-shape family.
+
+    >>> [type(s).__name__ for s in compile_schema({"type": "object", "properties": {
+    ...     "label": {"enum": ["negative", "positive"]}}, "required": ["label"]})]
+    ['Fixed', 'Slot', 'Fixed']
+    """
+    segments: list[Segment] = []
+    groups = iter(range(1_000_000))
+    if not _compile(schema, segments, groups):
+        return None
+    merged: list[Segment] = []
+    for segment in segments:
+        if isinstance(segment, Fixed) and merged and isinstance(merged[-1], Fixed):
+            merged[-1] = Fixed(merged[-1].text + segment.text)
+        else:
+            merged.append(segment)
+    return merged
+
+
+def _compile(schema: dict[str, Any], out: list[Segment], groups: Any) -> bool:
+    kind = schema.get("type")
+    if "const" in schema and isinstance(schema["const"], str):
+        out.append(Fixed(json.dumps(schema["const"], ensure_ascii=False)))
+        return True
+    if "enum" in schema and all(isinstance(v, str) for v in schema["enum"]) and schema["enum"]:
+        out.append(Fixed('"'))
+        out.append(Slot("enum", tuple(json.dumps(v, ensure_ascii=False)[1:-1] for v in schema["enum"]), closing='"'))
+        return True
+    if kind == "number":
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if high == 1 and low in (0, -1):
+            out.append(Slot("number", SIGNED_GRID if low == -1 else UNSIGNED_GRID))
+            return True
+        return False
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        if not properties or set(schema.get("required", [])) != set(properties):
+            return False
+        out.append(Fixed("{"))
+        for i, (name, sub) in enumerate(properties.items()):
+            out.append(Fixed((", " if i else "") + json.dumps(name, ensure_ascii=False) + ": "))
+            if not _compile(sub, out, groups):
+                return False
+        out.append(Fixed("}"))
+        return True
+    if kind == "array":
+        items = schema.get("prefixItems")
+        if items is not None:
+            if schema.get("items") not in (None, False) or not items:
+                return False
+            out.append(Fixed("["))
+            for i, sub in enumerate(items):
+                if i:
+                    out.append(Fixed(", "))
+                if not _compile(sub, out, groups):
+                    return False
+            out.append(Fixed("]"))
+            return True
+        item = schema.get("items") or {}
+        count = schema.get("minItems")
+        if count is None or count != schema.get("maxItems") or count < 1 or "enum" not in item:
+            return False
+        group = next(groups) if schema.get("uniqueItems") else None
+        options = tuple(json.dumps(v, ensure_ascii=False)[1:-1] for v in item["enum"])
+        if group is not None and count > len(options):
+            return False
+        out.append(Fixed("["))
+        for i in range(count):
+            out.append(Fixed(', "' if i else '"'))
+            out.append(Slot("word", options, closing='"', group=group))
+        out.append(Fixed("]"))
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the model's distribution said at one slot."""
+
+    kind: str
+    options: tuple[str, ...]
+    logprobs: tuple[float, ...]  # renormalised over the allowed options (NaN for excluded ones)
+    chosen: int
+
+    @property
+    def expected(self) -> float | None:
+        """Probability-weighted value of a number slot."""
+        if self.kind != "number":
+            return None
+        p = np.exp(np.nan_to_num(np.array(self.logprobs), nan=-np.inf))
+        return float(np.dot(p, [float(o) for o in self.options]) / p.sum())
+
+
+LogitsFn = Callable[[Sequence[int]], np.ndarray]
+
+
+def option_logprobs(logits_at: LogitsFn, context: Sequence[int], options: Sequence[Sequence[int]],
+                    allowed: Sequence[bool]) -> np.ndarray:
+    """log P(option | context) under the constraint that only allowed options may follow.
+
+    Walks the options' token trie; a node with one allowed continuation costs nothing (its
+    constrained probability is 1), every branching node costs one evaluation of its prefix.
+    Options must be prefix-free (a closing quote or fixed-width numbers make them so).
+    """
+    result = np.full(len(options), np.nan)
+    context = list(context)
+
+    def walk(prefix: list[int], members: list[int], depth: int, acc: float) -> None:
+        for i in members:
+            if len(options[i]) == depth:
+                result[i] = acc
+        pending = [i for i in members if len(options[i]) > depth]
+        if not pending:
+            return
+        next_tokens = sorted({options[i][depth] for i in pending})
+        if len(next_tokens) == 1:
+            step = {next_tokens[0]: 0.0}
+        else:
+            scores = log_softmax(logits_at(context + prefix))[next_tokens]
+            scores = scores - _logsumexp(scores)
+            step = dict(zip(next_tokens, scores.tolist()))
+        for token in next_tokens:
+            walk(prefix + [token], [i for i in pending if options[i][depth] == token], depth + 1, acc + step[token])
+
+    walk([], [i for i, ok in enumerate(allowed) if ok], 0, 0.0)
+    return result
+
+
+def decode(segments: Sequence[Segment], prompt: Sequence[int], *, tokenize: Callable[[str], list[int]],
+           logits_at: LogitsFn, choose: Callable[[Slot, np.ndarray], int]) -> tuple[str, list[Reading]]:
+    """Decode a skeleton after ``prompt``: fixed text is forced, each slot is read and chosen."""
+    context = list(prompt)
+    text: list[str] = []
+    readings: list[Reading] = []
+    used: dict[int, set[int]] = {}
+    for segment in segments:
+        if isinstance(segment, Fixed):
+            context += tokenize(segment.text)
+            text.append(segment.text)
+            continue
+        taken = used.setdefault(segment.group, set()) if segment.group is not None else set()
+        allowed = [i not in taken for i in range(len(segment.options))]
+        tokenized = [tokenize(option + segment.closing) for option in segment.options]
+        logprobs = option_logprobs(logits_at, context, tokenized, allowed)
+        chosen = choose(segment, logprobs)
+        taken.add(chosen)
+        context += tokenized[chosen]
+        text.append(segment.options[chosen] + segment.closing)
+        readings.append(Reading(segment.kind, segment.options, tuple(logprobs.tolist()), chosen))
+    return "".join(text), readings
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Per-request decoding options, carried in the request's ``metadata`` (strings, as OpenAI's is).
+
+    ``value_mode``: ``sample`` writes the chosen grid value; ``expected`` writes each number slot's
+    probability-weighted value. ``enum_bias``: log-probability offsets added to enum options before
+    choosing (how calibrated label decisions are applied in the decoding pass).
+    """
+
+    value_mode: str = "sample"
+    enum_bias: dict[str, float] | None = None
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str] | None) -> DecodeOptions:
+        metadata = metadata or {}
+        mode = metadata.get("value_mode", "sample")
+        if mode not in ("sample", "expected"):
+            raise ValueError(f"value_mode must be sample or expected, got {mode!r}")
+        bias = json.loads(metadata["enum_bias"]) if metadata.get("enum_bias") else None
+        return cls(mode, bias)
+
+    def to_metadata(self) -> dict[str, str]:
+        out = {"value_mode": self.value_mode}
+        if self.enum_bias:
+            out["enum_bias"] = json.dumps(self.enum_bias)
+        return out
+
+
+def rewrite_expected(segments: Sequence[Segment], readings: Sequence[Reading]) -> str:
+    """The decoded text with every number slot replaced by its expected value (3 decimals)."""
+    values = iter(readings)
+    text: list[str] = []
+    for segment in segments:
+        if isinstance(segment, Fixed):
+            text.append(segment.text)
+            continue
+        reading = next(values)
+        option = f"{reading.expected:.3f}" if reading.kind == "number" else reading.options[reading.chosen]
+        text.append(option + segment.closing)
+    return "".join(text)
+
+
+def readings_to_logprobs(readings: Sequence[Reading]) -> tuple[Any, ...]:
+    """Slot readings as lm15 token log-probabilities: the chosen option, all options as alternatives.
+
+    This is how they reach ``prediction.logprobs`` through DSPy when a caller asks for logprobs,
+    in the same shape an OpenAI-compatible API gives (so one reader serves both).
+    """
+    from dspy.lm15 import TokenLogprob, TopLogprob
+
+    out = []
+    for reading in readings:
+        top = tuple(TopLogprob(token=o, logprob=lp) for o, lp in zip(reading.options, reading.logprobs)
+                    if not np.isnan(lp))
+        out.append(TokenLogprob(token=reading.options[reading.chosen], logprob=reading.logprobs[reading.chosen],
+                                top=top))
+    return tuple(out)
+
+
+def greedy(_: Slot, logprobs: np.ndarray) -> int:
+    return int(np.nanargmax(logprobs))
+
+
+def sampler(temperature: float, rng: np.random.Generator) -> Callable[[Slot, np.ndarray], int]:
+    """Sample each slot from its constrained distribution at ``temperature``."""
+    def choose(_: Slot, logprobs: np.ndarray) -> int:
+        scaled = np.nan_to_num(logprobs, nan=-np.inf) / temperature
+        p = np.exp(scaled - scaled.max())
+        return int(rng.choice(len(p), p=p / p.sum()))
+    return choose
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    top = float(np.max(values))
+    return top + float(np.log(np.exp(values - top).sum()))
