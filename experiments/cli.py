@@ -47,7 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--data", default="sst2", help="sst2 (default), huang2023, a .jsonl/.csv file or a dataset")
     check.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     check.set_defaults(func=_cmd_check_lm)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="run programs (P, PE, EP, PE-topk, EP-topk) on a dataset and summarise",
+        epilog="examples:\n  selfx evaluate --program all --n 200 --json eval.json\n"
+               "  selfx evaluate --program PE,EP --value-mode expected --n 50",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_lm_args(evaluate)
+    evaluate.add_argument("--program", default="all", help="P, PE, EP, PE-topk, EP-topk, a comma list, or all")
+    evaluate.add_argument("--data", default="sst2", help="sst2 (default), huang2023, a .jsonl/.csv file or a dataset")
+    evaluate.add_argument("--n", type=int, default=20, help="number of examples (default 20)")
+    evaluate.add_argument("--value-mode", default="sample", choices=["sample", "expected"],
+                          help="how importances are read on embedded models (default sample)")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the report (keyed by program) as JSON")
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from experiments.evaluate import evaluate
+
+    report = evaluate(args.program, data=args.data, n=args.n, lm_spec=args.lm, api_base=args.api_base,
+                      value_mode=args.value_mode)
+    columns = ["accuracy", "parse_failure_rate", "token_coverage", "seconds_per_example", "tokens_per_example", "n"]
+    print(f"{'program':<9}" + "".join(f"{c:>20}" for c in columns))
+    for name, row in report.items():
+        cells = "".join(f"{row[c]:>20.4f}" if isinstance(row[c], float) else f"{str(row[c]):>20}" for c in columns)
+        print(f"{name:<9}{cells}")
+    _write_json(args.json, report)
+    return 0
 
 
 def _cmd_check_lm(args: argparse.Namespace) -> int:

@@ -7,8 +7,9 @@ of its signal in them (AUC 0.75 vs 0.92 with a 48-token prompt). This adapter re
 - each demo: the inputs as a user turn, the outputs as a compact JSON assistant turn;
 - the current inputs as the last user turn.
 
-The output schema goes to the LM as ``response_format`` so a grammar-constrained engine decodes
-only valid answers; parsing validates every field against the signature's types.
+The output schema goes to the LM as ``response_format``, refined to the input (an explanation's
+skeleton is the review's own tokens), so a constrained engine decodes only valid answers; parsing
+validates every field against the signature's types.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Annotated, Any, get_args, get_origin
 import dspy
 import pydantic
 from dspy.utils.exceptions import AdapterParseError
+
+from programs.readout import refine_schema
 
 
 def output_model(signature: type[dspy.Signature]) -> type[pydantic.BaseModel]:
@@ -51,8 +54,8 @@ class LeanAdapter(dspy.Adapter):
                  demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
         lm_kwargs = dict(lm_kwargs)
         if "response_format" in getattr(lm, "supported_params", ()):
-            lm_kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "answer", "schema": output_schema(signature)}}
+            schema = refine_schema(output_schema(signature), inputs)
+            lm_kwargs["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
         return super().__call__(lm, lm_kwargs, signature, demos, inputs)
 
     def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],

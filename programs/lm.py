@@ -90,7 +90,9 @@ def describe_lm(lm: Any) -> dict[str, str]:
         return {"backend": "local", "model": engine.model_name}
     if isinstance(engine, OpenAICompatEngine):
         return {"backend": "openai-compatible", "model": engine.model, "api_base": engine.api_base}
-    return {"backend": "openai", "model": lm.model}
+    if not isinstance(engine, str):
+        return {"backend": f"engine:{type(engine).__name__}", "model": lm.model}
+    return {"backend": lm.model.split("/", 1)[0], "model": lm.model}
 
 
 def is_embedded(lm: Any) -> bool:

@@ -1,4 +1,14 @@
-"""Typed DSPy signatures. Default instructions follow the study's prompts (the "paper" variant)."""
+"""Typed DSPy signatures for the five programs.
+
+Default instructions follow the study's prompts (the "paper" variant, Huang et al. 2023, digest
+section 1.3), asking for JSON instead of Python tuples. Field order is decoding order: in E-P the
+explanation comes before the label, in P-E after it. Optimisers may change instructions and demos,
+never fields.
+
+Field-name contract used by the adapter and readers: ``review`` is the text, ``label`` and
+``confidence`` the prediction, ``explanation`` a full explanation (one ``[token, importance]`` pair
+per whitespace token, in order) and ``top_words`` a top-k explanation (``k`` words of the review).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +16,68 @@ from typing import Literal
 
 import dspy
 
-PAPER_P_INSTRUCTIONS = (
-    "You are a movie review analyst. Classify the sentiment of the movie review as positive or "
-    "negative, and give your confidence in the classification as a number between 0 and 1."
-)
+Label = Literal["negative", "positive"]
+
+_ANALYST = "You are a movie review analyst."
+_CLASSIFY = ("classify the sentiment of the movie review as positive or negative and give your confidence "
+             "in the classification as a number between 0 and 1")
+_FULL = ("give the importance of every word and punctuation token of the review to its sentiment, in order, "
+         "as [token, importance] pairs, where importance is a number from -1 (negative sentiment) to 1 "
+         "(positive sentiment). Tokens are separated by spaces; it does not matter whether the review "
+         "makes sense")
+_TOPK = ("identify the k most significant words of the review, ranked from the most positive sentiment to "
+         "the least positive sentiment")
+
+PAPER_INSTRUCTIONS = {
+    "P": f"{_ANALYST} {_CLASSIFY.capitalize()}.",
+    "PE": f"{_ANALYST} First, {_CLASSIFY}. Then, {_FULL}.",
+    "EP": f"{_ANALYST} First, {_FULL}. Then, {_CLASSIFY}.",
+    "PE-topk": f"{_ANALYST} First, {_CLASSIFY}. Then, {_TOPK}.",
+    "EP-topk": f"{_ANALYST} First, {_TOPK}. Then, {_CLASSIFY}.",
+}
 
 
-class Sentiment(dspy.Signature):
-    """You are a movie review analyst. Classify the sentiment of the movie review as positive or negative, and give your confidence in the classification as a number between 0 and 1."""  # noqa: E501
-
+class Predict(dspy.Signature):
     review: str = dspy.InputField()
-    label: Literal["negative", "positive"] = dspy.OutputField()
+    label: Label = dspy.OutputField()
     confidence: float = dspy.OutputField(ge=0.0, le=1.0)
+
+
+class PredictExplain(dspy.Signature):
+    review: str = dspy.InputField()
+    label: Label = dspy.OutputField()
+    confidence: float = dspy.OutputField(ge=0.0, le=1.0)
+    explanation: list[tuple[str, float]] = dspy.OutputField()
+
+
+class ExplainPredict(dspy.Signature):
+    review: str = dspy.InputField()
+    explanation: list[tuple[str, float]] = dspy.OutputField()
+    label: Label = dspy.OutputField()
+    confidence: float = dspy.OutputField(ge=0.0, le=1.0)
+
+
+class PredictExplainTopK(dspy.Signature):
+    review: str = dspy.InputField()
+    k: int = dspy.InputField()
+    label: Label = dspy.OutputField()
+    confidence: float = dspy.OutputField(ge=0.0, le=1.0)
+    top_words: list[str] = dspy.OutputField()
+
+
+class ExplainPredictTopK(dspy.Signature):
+    review: str = dspy.InputField()
+    k: int = dspy.InputField()
+    top_words: list[str] = dspy.OutputField()
+    label: Label = dspy.OutputField()
+    confidence: float = dspy.OutputField(ge=0.0, le=1.0)
+
+
+SIGNATURES: dict[str, type[dspy.Signature]] = {
+    name: base.with_instructions(PAPER_INSTRUCTIONS[name])
+    for name, base in {"P": Predict, "PE": PredictExplain, "EP": ExplainPredict,
+                       "PE-topk": PredictExplainTopK, "EP-topk": ExplainPredictTopK}.items()
+}
+
+# The check-lm round trip is the prediction-only program's signature.
+Sentiment = SIGNATURES["P"]

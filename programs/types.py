@@ -78,3 +78,32 @@ class Answer:
 def stated_p_positive(label: str, confidence: float) -> float:
     """The study's mapping of a stated (label, confidence) to P(positive)."""
     return float(confidence) if label == "positive" else 1.0 - float(confidence)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """An explanation in the review's token positions.
+
+    ``values``: one importance per position, None where the explainer gave none (missing, never a
+    silent 0). ``ranking``: positions from most to least important for explainers that give an
+    order rather than values (top-k), else None. ``source``: self, topk, occlusion, lime, random.
+    """
+
+    values: tuple[float | None, ...]
+    source: str
+    ranking: tuple[int, ...] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.values)
+        if self.ranking is not None and any(not 0 <= r < n for r in self.ranking):
+            raise ValueError(f"ranking {self.ranking} has positions outside 0..{n - 1}")
+        if len(set(self.ranking or ())) != len(self.ranking or ()):
+            raise ValueError(f"ranking {self.ranking} repeats a position")
+
+    @property
+    def coverage(self) -> float:
+        """Share of token positions with a value; for a ranking, share of its words found in the review."""
+        if self.ranking is not None:
+            return float(self.info.get("matched_share", 1.0))
+        return sum(v is not None for v in self.values) / len(self.values) if self.values else 1.0

@@ -5,6 +5,7 @@ from dspy.utils.exceptions import AdapterParseError
 from programs.json_grammar import schema_from_response_format
 from programs.lean_adapter import LeanAdapter, output_schema
 from programs.signatures import Sentiment
+from tests.scripted import ScriptedEngine
 
 
 def test_prompt_is_short_and_demos_are_json_pairs():
@@ -32,23 +33,6 @@ def test_parse_validates_types_and_ranges():
                 '{"label": "positive"', "positive"]:
         with pytest.raises(AdapterParseError):
             adapter.parse(Sentiment, bad)
-
-
-class ScriptedEngine:
-    """A canonical DSPy engine that replays fixed replies and records what it was asked."""
-
-    supports_response_schema = True
-    supported_params = frozenset({"temperature", "max_tokens", "response_format"})
-
-    def __init__(self, replies):
-        self.replies, self.requests = list(replies), []
-
-    def complete(self, request):
-        from dspy.lm15 import Message, Response, Usage
-
-        self.requests.append(request)
-        return Response(id=None, model=request.model, message=Message.assistant(self.replies.pop(0)),
-                        finish_reason="stop", usage=Usage(input_tokens=1, output_tokens=1))
 
 
 def test_predict_round_trip_sends_the_schema_to_the_engine():

@@ -1,0 +1,21 @@
+"""Accuracy over answered examples; unanswered (failed) ones are excluded and counted, never scored."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def accuracy(predicted: Sequence[int | None], gold: Sequence[int]) -> tuple[float | None, int]:
+    """(accuracy over examples with a prediction, number of such examples).
+
+    >>> accuracy([1, 0, None, 1], [1, 1, 0, 1])
+    (0.6666666666666666, 3)
+    >>> accuracy([None], [1])
+    (None, 0)
+    """
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predictions for {len(gold)} gold labels")
+    scored = [(p, g) for p, g in zip(predicted, gold) if p is not None]
+    if not scored:
+        return None, 0
+    return sum(p == g for p, g in scored) / len(scored), len(scored)

@@ -1,0 +1,158 @@
+"""The one place where DSPy predictions become selfx value types (Answer, Attribution).
+
+Also: per-input output schemas (explanations keyed to the review's own tokens), alignment of API
+answers to token positions with a stated policy, and label probabilities read from logprobs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from programs.types import LABELS, Answer, Attribution, stated_p_positive, tokenize
+
+
+def topk_size(n_tokens: int, fraction: float = 0.2) -> int:
+    """The study's k = max(1, int(0.2 n)).
+
+    >>> topk_size(4), topk_size(20), topk_size(39)
+    (1, 4, 7)
+    """
+    return max(1, int(fraction * n_tokens))
+
+
+def refine_schema(schema: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Constrain an output schema to one input: the review's tokens become the explanation's skeleton.
+
+    ``explanation``: one ``[token, importance]`` pair per whitespace token, tokens fixed, importance
+    in [-1, 1]. ``top_words``: exactly k distinct words, each one of the review's tokens.
+    """
+    review = inputs.get("review")
+    properties = schema.get("properties", {})
+    if not isinstance(review, str) or not ({"explanation", "top_words"} & set(properties)):
+        return schema
+    tokens = tokenize(review)
+    properties = dict(properties)
+    if "explanation" in properties:
+        properties["explanation"] = {"type": "array", "prefixItems": [
+            {"type": "array", "prefixItems": [{"const": token}, {"type": "number", "minimum": -1, "maximum": 1}]}
+            for token in tokens]}
+    if "top_words" in properties:
+        distinct = list(dict.fromkeys(tokens))
+        k = min(int(inputs.get("k") or topk_size(len(tokens))), len(distinct))
+        properties["top_words"] = {"type": "array", "items": {"type": "string", "enum": distinct},
+                                   "minItems": k, "maxItems": k, "uniqueItems": True}
+    return {**schema, "properties": properties}
+
+
+def align_full(tokens: Sequence[str], pairs: Sequence[Sequence[Any]] | None) -> Attribution:
+    """Importances per token position.
+
+    Policy ``index`` when the reply lists exactly the review's tokens in order (always so with
+    skeleton decoding); otherwise ``first-unused-match``: each position takes the first unused
+    pair with the identical token string (the study's matcher), unmatched positions are None.
+    A value outside [-1, 1] or not a number is a range violation: counted, and the position is None.
+    """
+    pairs = list(pairs or [])
+    words = [str(p[0]) if len(p) > 0 else "" for p in pairs]
+    violations = 0
+
+    def value(pair: Sequence[Any]) -> float | None:
+        nonlocal violations
+        v = pair[1] if len(pair) > 1 else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not -1 <= v <= 1:
+            violations += 1
+            return None
+        return float(v)
+
+    if words == list(tokens):
+        values = [value(p) for p in pairs]
+        policy = "index"
+    else:
+        used = [False] * len(pairs)
+        values = []
+        for token in tokens:
+            match = next((j for j, w in enumerate(words) if not used[j] and w == token), None)
+            if match is None:
+                values.append(None)
+            else:
+                used[match] = True
+                values.append(value(pairs[match]))
+        policy = "first-unused-match"
+    return Attribution(tuple(values), "self", info={"policy": policy, "range_violations": violations,
+                                                     "reply_items": len(pairs)})
+
+
+def align_topk(tokens: Sequence[str], words: Sequence[str] | None, k: int) -> Attribution:
+    """Top-k words to positions: each word takes its first unused occurrence in the review."""
+    used: set[int] = set()
+    ranking: list[int] = []
+    for word in words or []:
+        position = next((i for i, t in enumerate(tokens) if t == word and i not in used), None)
+        if position is not None:
+            used.add(position)
+            ranking.append(position)
+    return Attribution((None,) * len(tokens), "topk", ranking=tuple(ranking),
+                       info={"policy": "first-unused-occurrence", "k": k, "matched_share": len(ranking) / k})
+
+
+def label_log_probs(logprobs: Any) -> dict[str, float] | None:
+    """Label log-probabilities at the label slot, renormalised over the two labels.
+
+    Reads the first position whose chosen token starts a label: from the embedded engine's slot
+    readings (alternatives are whole labels) or an API's ``top_logprobs`` (alternatives are
+    tokens; a token that is a prefix of exactly one label counts for it). None when the position
+    is absent or an allowed label is missing from the alternatives (the probability is unknown).
+    """
+    content = (logprobs or {}).get("content") if isinstance(logprobs, dict) else None
+    for entry in content or []:
+        if _label_of(entry.get("token", "")) is None:
+            continue
+        mass: dict[str, list[float]] = {}
+        for alternative in entry.get("top_logprobs") or []:
+            label = _label_of(alternative.get("token", ""))
+            if label is not None:
+                mass.setdefault(label, []).append(float(alternative["logprob"]))
+        if set(mass) != set(LABELS):
+            return None
+        totals = {label: _logsumexp(values) for label, values in mass.items()}
+        norm = _logsumexp(list(totals.values()))
+        return {label: value - norm for label, value in totals.items()}
+    return None
+
+
+def _label_of(token: str) -> str | None:
+    piece = token.strip().strip('"').lower()
+    matches = [label for label in LABELS if piece and label.startswith(piece)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def to_answer(prediction: Any) -> Answer:
+    """A program's prediction as an Answer (failures stay failures)."""
+    failure = getattr(prediction, "failure", None)
+    if failure:
+        return Answer.failed(failure, raw=getattr(prediction, "raw", None))
+    label, confidence = prediction.label, float(prediction.confidence)
+    p_positive = {"stated": stated_p_positive(label, confidence)}
+    label_lp = label_log_probs(getattr(prediction, "logprobs", None))
+    if label_lp is not None:
+        p_positive["logprob"] = math.exp(label_lp["positive"])
+    return Answer(label=label, confidence=confidence, p_positive=p_positive,
+                  info={"label_logprobs": label_lp} if label_lp else {})
+
+
+def to_attribution(prediction: Any, review: str) -> Attribution | None:
+    """The prediction's explanation in the review's token positions, or None if it has none."""
+    if getattr(prediction, "failure", None):
+        return None
+    tokens = tokenize(review)
+    if getattr(prediction, "explanation", None) is not None:
+        return align_full(tokens, prediction.explanation)
+    if getattr(prediction, "top_words", None) is not None:
+        return align_topk(tokens, prediction.top_words, getattr(prediction, "k", None) or topk_size(len(tokens)))
+    return None

@@ -1,0 +1,69 @@
+"""Replay backend: a probe that answers from the study's recorded caches (no LM).
+
+``../shared/data/huang2023/<model>/perturbation_cache_<tag>.jsonl.gz`` holds the model's
+(label, confidence) on every text its pipeline queried (originals, deletions, the empty string).
+Recorded answers are returned as recorded, the study's (0, 0.5) parse-failure defaults included
+(they cannot be told apart from real answers); a ``malformed`` row is returned as a failure.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from functools import lru_cache
+from typing import Sequence
+
+from programs.data import DataError, shared_data_dir
+from programs.types import LABELS, Answer, stated_p_positive
+
+REPLAY_MODELS = ("gpt4o", "llama3")
+REPLAY_TAGS = {"P-E": "pe", "E-P": "ep", "P": "p"}
+
+
+class ReplayMiss(KeyError):
+    """A text the study never asked its model about."""
+
+    def __str__(self) -> str:
+        return (f"the recorded {self.args[1]} cache has no answer for {self.args[0]!r}; the replay backend "
+                "can only answer texts the study queried (deletions of its 100 sentences)")
+
+
+@lru_cache(maxsize=None)
+def _load(model: str, tag: str) -> dict[str, Answer]:
+    path = shared_data_dir() / "huang2023" / model / f"perturbation_cache_{tag}.jsonl.gz"
+    if not path.is_file():
+        raise DataError(f"replay cache not found: {path}; the replay backend needs ../shared/data/huang2023")
+    answers: dict[str, Answer] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row.get("malformed") or row.get("pred_label") not in (0, 1):
+                answers[row["text"]] = Answer.failed("recorded answer is malformed", raw=json.dumps(row))
+                continue
+            label = LABELS[int(row["pred_label"])]
+            confidence = float(row["confidence"])
+            answers[row["text"]] = Answer(label=label, confidence=confidence,
+                                          p_positive={"stated": stated_p_positive(label, confidence)})
+    return answers
+
+
+class ReplayProbe:
+    """Recorded answers of ``model`` (gpt4o, llama3) under the prompt of ``order`` (P-E, E-P, P)."""
+
+    def __init__(self, model: str, order: str) -> None:
+        if model not in REPLAY_MODELS:
+            raise ValueError(f"no recorded caches for {model!r}; choose one of {list(REPLAY_MODELS)}")
+        if order not in REPLAY_TAGS:
+            raise ValueError(f"unknown order {order!r}; choose one of {list(REPLAY_TAGS)}")
+        self.model, self.order = model, order
+        self.fingerprint = f"replay:{model}:{REPLAY_TAGS[order]}"
+        self._answers = _load(model, REPLAY_TAGS[order])
+
+    def answers(self, texts: Sequence[str]) -> list[Answer]:
+        out = []
+        for text in texts:
+            try:
+                out.append(self._answers[text])
+            except KeyError:
+                raise ReplayMiss(text, f"{self.model} {self.order}") from None
+        return out

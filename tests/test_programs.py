@@ -1,0 +1,117 @@
+"""Programs, readout, probes and replay, offline (scripted LM and recorded data)."""
+
+import json
+import math
+
+import dspy
+import pytest
+
+from programs.lean_adapter import LeanAdapter
+from programs.probe import ProgramProbe
+from programs.probe_cache import ProbeCache
+from programs.readout import align_full, align_topk, label_log_probs, refine_schema, to_answer, to_attribution
+from programs.replay import ReplayMiss, ReplayProbe
+from programs.self_explain import SentimentProgram
+from programs.signatures import SIGNATURES
+from tests.conftest import require_shared
+from tests.scripted import scripted_lm
+
+
+def run(program, lm, review):
+    with dspy.context(lm=lm, adapter=LeanAdapter()):
+        return program(review=review)
+
+
+def test_ep_prompt_asks_for_the_explanation_before_the_label():
+    ep = LeanAdapter().format(SIGNATURES["EP"], [], {"review": "good film"})[0]["content"]
+    pe = LeanAdapter().format(SIGNATURES["PE"], [], {"review": "good film"})[0]["content"]
+    assert ep.index('"explanation"') < ep.index('"label"')
+    assert pe.index('"label"') < pe.index('"explanation"')
+    assert ep.index("importance") < ep.index("classify")
+
+
+def test_schema_skeleton_is_the_reviews_tokens_repeated_words_included():
+    schema = LeanAdapter().format  # noqa: F841 - the refined schema is what the engine receives
+    from programs.lean_adapter import output_schema
+
+    refined = refine_schema(output_schema(SIGNATURES["EP"]), {"review": "good , very good"})
+    items = refined["properties"]["explanation"]["prefixItems"]
+    assert [item["prefixItems"][0]["const"] for item in items] == ["good", ",", "very", "good"]
+    assert list(refined["properties"]) == ["explanation", "label", "confidence"]
+    topk = refine_schema(output_schema(SIGNATURES["PE-topk"]), {"review": "good , very good", "k": 9})
+    assert topk["properties"]["top_words"]["maxItems"] == 3  # no more than the distinct words
+
+
+def test_a_failed_parse_is_counted_never_a_default():
+    lm = scripted_lm(['{"label": "maybe", "confidence": 0.5}'])
+    prediction = run(SentimentProgram("P"), lm, "fine")
+    answer = to_answer(prediction)
+    assert not answer.ok and answer.label is None and answer.p_positive == {}
+    assert "maybe" in answer.raw
+
+
+def test_api_answers_are_aligned_with_a_stated_policy():
+    tokens = ["good", ",", "very", "good"]
+    exact = align_full(tokens, [["good", 0.5], [",", 0.0], ["very", 0.2], ["good", 0.4]])
+    assert exact.values == (0.5, 0.0, 0.2, 0.4) and exact.info["policy"] == "index"
+    shuffled = align_full(tokens, [["very", 0.2], ["good", 0.5], ["good", 2.0]])
+    assert shuffled.info["policy"] == "first-unused-match"
+    assert shuffled.values == (0.5, None, 0.2, None)  # the 2.0 is a range violation, the "," is uncovered
+    assert shuffled.info["range_violations"] == 1 and shuffled.coverage == 0.5
+    topk = align_topk(tokens, ["good", "good", "bad"], 3)
+    assert topk.ranking == (0, 3) and topk.coverage == pytest.approx(2 / 3)
+
+
+def test_label_probabilities_from_api_top_logprobs():
+    content = {"content": [
+        {"token": '{"', "top_logprobs": []},
+        {"token": "pos", "top_logprobs": [{"token": "pos", "logprob": math.log(0.5)},
+                                          {"token": "neg", "logprob": math.log(0.3)},
+                                          {"token": "positive", "logprob": math.log(0.1)},
+                                          {"token": "maybe", "logprob": math.log(0.1)}]}]}
+    lp = label_log_probs(content)
+    assert math.exp(lp["positive"]) == pytest.approx(0.6 / 0.9)
+    missing = {"content": [{"token": "positive", "top_logprobs": [{"token": "positive", "logprob": -0.1}]}]}
+    assert label_log_probs(missing) is None
+
+
+def test_full_program_reads_explanation_and_both_probabilities():
+    reply = json.dumps({"label": "positive", "confidence": 0.8, "explanation": [["great", 0.9], ["fun", 0.4]]})
+    prediction = run(SentimentProgram("PE"), scripted_lm([reply]), "great fun")
+    answer, attribution = to_answer(prediction), to_attribution(prediction, "great fun")
+    assert answer.p_positive["stated"] == pytest.approx(0.8)
+    assert attribution.values == (0.9, 0.4) and attribution.coverage == 1.0
+
+
+def test_cache_answers_without_calling_the_model(tmp_path):
+    def reply(request):
+        return '{"label": "positive", "confidence": 0.7}'
+
+    lm = scripted_lm(reply)
+    cache = ProbeCache(tmp_path / "probe.sqlite")
+    probe = ProgramProbe(SentimentProgram("P"), lm, mode="predict-only", cache=cache)
+    first = probe.answers(["a b", "a", "a b", ""])
+    assert len(lm.engine.requests) == 3  # the duplicate "a b" was asked once
+    again = ProgramProbe(SentimentProgram("P"), lm, mode="predict-only", cache=ProbeCache(tmp_path / "probe.sqlite"))
+    assert again.answers(["a b", "a", ""]) == [first[0], first[1], first[3]]
+    assert len(lm.engine.requests) == 3 and again.stats.cache_hits == 3 and again.stats.model_calls == 0
+
+
+def test_changed_demos_change_the_fingerprint(tmp_path):
+    lm = scripted_lm(lambda request: '{"label": "negative", "confidence": 0.6}')
+    program = SentimentProgram("P")
+    before = ProgramProbe(program, lm).fingerprint
+    program.predict.demos = [dspy.Example(review="x", label="positive", confidence=0.9)]
+    assert ProgramProbe(program, lm).fingerprint != before
+
+
+def test_replay_reproduces_recorded_answers_and_fails_clearly():
+    require_shared("huang2023", "llama3", "perturbation_cache_pe.jsonl.gz")
+    rows = [json.loads(line) for line in open(require_shared("huang2023", "llama3", "self_expl_pe.jsonl"))]
+    sentences = [json.loads(line) for line in open(require_shared("huang2023", "sst_sentences.jsonl"))]
+    probe = ReplayProbe("llama3", "P-E")
+    answers = probe.answers([s["sentence"] for s in sentences])
+    for answer, row in zip(answers, rows):
+        assert answer.label_int == row["repo_pred_label"] and answer.confidence == pytest.approx(row["repo_confidence"])
+    with pytest.raises(ReplayMiss, match="can only answer texts the study queried"):
+        probe.answers(["a sentence nobody recorded"])

@@ -1,0 +1,61 @@
+"""The five programs and the probe on the real embedded model (a few sentences)."""
+
+import json
+
+import dspy
+import pytest
+
+from programs.lean_adapter import LeanAdapter
+from programs.probe import ProgramProbe
+from programs.probe_cache import ProbeCache
+from programs.readout import to_answer, to_attribution
+from programs.self_explain import SentimentProgram
+
+pytestmark = pytest.mark.model
+
+REVIEW = "good acting , good story , dull ending ."
+
+
+def _raw(lm):
+    output = lm.history[-1]["outputs"][0]
+    return output["text"] if isinstance(output, dict) else output
+
+
+@pytest.mark.parametrize("name,first_key", [("EP", "explanation"), ("PE", "label"),
+                                             ("EP-topk", "top_words"), ("PE-topk", "label")])
+def test_order_is_visible_in_the_raw_constrained_output(local_lm, name, first_key):
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = SentimentProgram(name)(review=REVIEW)
+    raw = json.loads(_raw(local_lm))
+    assert next(iter(raw)) == first_key
+    assert prediction.failure is None
+    kinds = [entry["token"] for entry in prediction.logprobs["content"]]
+    label_slot = next(i for i, token in enumerate(kinds) if token in ("positive", "negative"))
+    assert (label_slot > 0) == name.startswith("EP")  # E-P reads the label after the explanation
+
+
+def test_full_explanation_has_one_value_per_position_repeated_words_included(local_lm):
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = SentimentProgram("PE", value_mode="expected")(review=REVIEW)
+    attribution = to_attribution(prediction, REVIEW)
+    assert len(attribution.values) == len(REVIEW.split()) and attribution.coverage == 1.0
+    assert [pair[0] for pair in prediction.explanation] == REVIEW.split()
+    assert all(-1 <= v <= 1 for v in attribution.values)
+    assert len(set(attribution.values)) > 1  # expected-value reading is graded
+
+
+def test_probe_modes_and_cache_on_the_real_model(local_lm, tmp_path):
+    cache = ProbeCache(tmp_path / "probe.sqlite")
+    texts = [REVIEW, "good acting , good story .", REVIEW]
+    logprob = ProgramProbe(SentimentProgram("PE"), local_lm, mode="logprob", cache=cache)
+    answers = logprob.answers(texts)
+    assert logprob.stats.model_calls == 2 and answers[0] == answers[2]
+    assert 0 < answers[0].p_positive["logprob"] < 1
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        direct = to_answer(SentimentProgram("P")(review=REVIEW))
+    assert direct.p_positive["logprob"] == pytest.approx(answers[0].p_positive["logprob"], abs=1e-4)
+    calls_before = len(local_lm.history)
+    again = ProgramProbe(SentimentProgram("PE"), local_lm, mode="logprob", cache=cache).answers(texts)
+    assert again == answers and len(local_lm.history) == calls_before
+    same = ProgramProbe(SentimentProgram("PE"), local_lm, mode="same-program", cache=cache).answers([REVIEW])
+    assert same[0].ok and "stated" in same[0].p_positive
