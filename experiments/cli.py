@@ -61,7 +61,41 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how importances are read on embedded models (default sample)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the report (keyed by program) as JSON")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    replay = commands.add_parser(
+        "replay", help="recompute the study's faithfulness and agreement tables from its recorded outputs",
+        epilog="examples:\n  selfx replay --model llama3 --mode compat\n"
+               "  selfx replay --model gpt4o --mode corrected --json gpt4o.json --out results/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    replay.add_argument("--model", required=True, choices=["llama3", "gpt4o"])
+    replay.add_argument("--mode", default="corrected", choices=["compat", "corrected"])
+    replay.add_argument("--out", default="results", metavar="DIR", help="where CSV and markdown go (default results/)")
+    replay.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    replay.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlruns/mlflow.db)")
+    replay.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    replay.set_defaults(func=_cmd_replay)
     return parser
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experiments.replay import markdown_tables, replay_study, write_outputs
+
+    report = replay_study(args.model, args.mode)
+    print(markdown_tables(report))
+    files = write_outputs(report, Path(args.out))
+    _write_json(args.json, report)
+    if not args.no_mlflow:
+        from experiments.tracking import log_run
+
+        metrics = {f"{table}/{config}/{metric}": row[metric] for table in ("faithfulness", "agreement")
+                   for config, row in report[table].items() for metric in row}
+        run_id = log_run("selfx-replay", f"replay {args.model} {args.mode}",
+                         params={"model": args.model, "mode": args.mode, "backend": "replay"},
+                         metrics=metrics, artifacts=files, uri=args.tracking_uri)
+        print(f"logged to MLflow run {run_id}", file=sys.stderr)
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

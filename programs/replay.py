@@ -59,6 +59,21 @@ class ReplayProbe:
         self.fingerprint = f"replay:{model}:{REPLAY_TAGS[order]}"
         self._answers = _load(model, REPLAY_TAGS[order])
 
+    def lookup(self, texts: Sequence[str], *, recorded_default_as_failure: bool = False) -> list[Answer | None]:
+        """Recorded answers, None where the study never asked (a miss is not a model failure).
+
+        ``recorded_default_as_failure``: treat a recorded (0, 0.5), the study's parse-failure
+        default, as a failure (it cannot be told apart from a genuine answer).
+        """
+        out: list[Answer | None] = []
+        for text in texts:
+            answer = self._answers.get(text)
+            if recorded_default_as_failure and answer is not None and answer.ok and answer.label == "negative" \
+                    and answer.confidence == 0.5:
+                answer = Answer.failed("recorded (0, 0.5): the study's parse-failure default")
+            out.append(answer)
+        return out
+
     def answers(self, texts: Sequence[str]) -> list[Answer]:
         out = []
         for text in texts:

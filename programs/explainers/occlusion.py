@@ -1,0 +1,26 @@
+"""Occlusion: occ_i = P(pos | x) - P(pos | x without token i); n + 1 probe texts, deduplicated."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from programs.explainers.base import p_positive
+from programs.perturb import delete
+from programs.probe import Probe
+from programs.types import Attribution
+
+
+class Occlusion:
+    def __init__(self, *, p_source: str = "stated", failure_as_default: bool = False) -> None:
+        self.p_source = p_source
+        self.failure_as_default = failure_as_default
+
+    def explain(self, tokens: Sequence[str], probe: Probe) -> Attribution:
+        texts = [" ".join(tokens)] + [delete(tokens, [i]) for i in range(len(tokens))]
+        answers = probe.answers(texts)
+        probs = [p_positive(a, self.p_source, failure_as_default=self.failure_as_default) for a in answers]
+        p0 = probs[0]
+        values = tuple(None if p0 is None or p is None else p0 - p for p in probs[1:])
+        return Attribution(values, "occlusion", info={"p_source": self.p_source, "perturbation": "delete",
+                                                      "probe": probe.fingerprint, "texts": len(set(texts)),
+                                                      "failed": sum(not a.ok for a in answers)})
