@@ -67,12 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  selfx replay --model llama3 --mode compat\n"
                "  selfx replay --model gpt4o --mode corrected --json gpt4o.json --out results/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    replay.add_argument("--model", required=True, choices=["llama3", "gpt4o"])
+    replay.add_argument("--model", choices=["llama3", "gpt4o"], help="whose recorded outputs to replay")
     replay.add_argument("--mode", default="corrected", choices=["compat", "corrected"])
     replay.add_argument("--out", default="results", metavar="DIR", help="where CSV and markdown go (default results/)")
     replay.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     replay.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlruns/mlflow.db)")
     replay.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    replay.add_argument("--differences", metavar="FILE",
+                        help="instead, write the compat-vs-corrected switch table (markdown) for both models")
     replay.set_defaults(func=_cmd_replay)
     return parser
 
@@ -80,8 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from experiments.replay import markdown_tables, replay_study, write_outputs
+    from experiments.replay import ablation_markdown, markdown_tables, replay_study, switch_ablation, write_outputs
 
+    if args.differences:
+        text = ablation_markdown({m: switch_ablation(m) for m in ("llama3", "gpt4o")})
+        Path(args.differences).write_text(text, encoding="utf-8")
+        print(f"wrote {args.differences}")
+        return 0
+    if not args.model:
+        raise ValueError("selfx replay needs --model llama3 or --model gpt4o (or --differences FILE)")
     report = replay_study(args.model, args.mode)
     print(markdown_tables(report))
     files = write_outputs(report, Path(args.out))
