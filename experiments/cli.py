@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n", type=int, default=20, help="number of examples (default 20)")
     evaluate.add_argument("--value-mode", default="sample", choices=["sample", "expected"],
                           help="how importances are read on embedded models (default sample)")
+    evaluate.add_argument("--demos", type=int, default=0,
+                          help="few-shot demos: gold labels for P, teacher (own-occlusion) demos for P-E/E-P")
+    evaluate.add_argument("--decision", default="generated",
+                          choices=["generated", "logprob", "contextual", "batch", "all"],
+                          help="label decision rule; all = every rule side by side from one pass")
     evaluate.add_argument("--json", metavar="FILE", help="also write the report (keyed by program) as JSON")
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -76,7 +81,54 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--differences", metavar="FILE",
                         help="instead, write the compat-vs-corrected switch table (markdown) for both models")
     replay.set_defaults(func=_cmd_replay)
+
+    study = commands.add_parser(
+        "study", help="the study's faithfulness and agreement tables, end to end on a live model (cached)",
+        epilog="examples:\n  selfx study --n 100                      # embedded model, the study's 100 sentences\n"
+               "  selfx study --n 10 --lime-samples 2 --mode compat",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_lm_args(study)
+    study.add_argument("--data", default="huang2023", help="huang2023 (default), sst2, a file or a dataset")
+    study.add_argument("--n", type=int, default=100, help="number of sentences (default 100)")
+    study.add_argument("--mode", default="corrected", choices=["compat", "corrected"])
+    study.add_argument("--probe", default="logprob", choices=["logprob", "predict-only", "same-program"],
+                       help="how perturbed texts are scored (default logprob: one forward pass)")
+    study.add_argument("--value-mode", default="expected", choices=["sample", "expected"])
+    study.add_argument("--lime-samples", type=int, default=10, help="LIME samples per token (default 10)")
+    study.add_argument("--out", default="results", metavar="DIR")
+    study.add_argument("--json", metavar="FILE")
+    study.add_argument("--tracking-uri", default=None)
+    study.add_argument("--no-mlflow", action="store_true")
+    study.set_defaults(func=_cmd_study)
     return parser
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experiments.replay import markdown_tables, write_outputs
+    from experiments.study import live_study
+
+    report = live_study(lm_spec=args.lm, api_base=args.api_base, data=args.data, n=args.n, mode_name=args.mode,
+                        probe_mode=args.probe, value_mode=args.value_mode, lime_samples_per_token=args.lime_samples)
+    print(markdown_tables(report))
+    print(f"wall time {report['wall_seconds']:.1f} s; probe: {report['probe_stats']}")
+    files = write_outputs({**report, "model": f"live-{report['model']}"}, Path(args.out))
+    _write_json(args.json, report)
+    if not args.no_mlflow:
+        from experiments.tracking import log_run
+
+        metrics = {f"{table}/{config}/{metric}": row[metric] for table in ("faithfulness", "agreement")
+                   for config, row in report[table].items() for metric in row}
+        metrics.update({f"probe/{order}/{k}": v for order, stats in report["probe_stats"].items()
+                        for k, v in stats.items()})
+        metrics["wall_seconds"] = report["wall_seconds"]
+        params = {k: report[k] for k in ("backend", "model", "mode", "data", "n_sentences", "probe_mode",
+                                         "p_source", "value_mode")}
+        run_id = log_run("selfx-study", f"study {report['model']} {args.mode}", params=params, metrics=metrics,
+                         artifacts=files, uri=args.tracking_uri)
+        print(f"logged to MLflow run {run_id}", file=sys.stderr)
+    return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -111,12 +163,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from experiments.evaluate import evaluate
 
     report = evaluate(args.program, data=args.data, n=args.n, lm_spec=args.lm, api_base=args.api_base,
-                      value_mode=args.value_mode)
+                      value_mode=args.value_mode, decision=args.decision, demos=args.demos)
     columns = ["accuracy", "parse_failure_rate", "token_coverage", "seconds_per_example", "tokens_per_example", "n"]
     print(f"{'program':<9}" + "".join(f"{c:>20}" for c in columns))
     for name, row in report.items():
         cells = "".join(f"{row[c]:>20.4f}" if isinstance(row[c], float) else f"{str(row[c]):>20}" for c in columns)
         print(f"{name:<9}{cells}")
+        for rule, scores in row.get("decisions", {}).items():
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
+            print(f"  decision {rule:<11} {shown or scores}")
     _write_json(args.json, report)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,12 +10,17 @@ from typing import Any, Sequence
 
 import dspy
 
-from metrics.accuracy import accuracy
+from metrics.accuracy import accuracy, auc
+from metrics.calibration import expected_calibration_error
+from metrics.stats import mean_ci
 from programs.data import load_examples
+from programs.demos import make_demos, pick_examples
 from programs.lean_adapter import LeanAdapter
 from programs.lm import describe_lm, is_embedded, make_lm
+from programs.probe import ProgramProbe
+from programs.probe_cache import ProbeCache
 from programs.readout import to_answer, to_attribution
-from programs.self_explain import PROGRAM_NAMES, SentimentProgram
+from programs.self_explain import CONTENT_FREE, DECISIONS, PROGRAM_NAMES, SentimentProgram, label_log_odds
 from programs.types import Example
 
 
@@ -34,13 +40,13 @@ def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm:
     adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
     history_start = len(lm.history)
 
-    def run(example: Example) -> tuple[Any, Any]:
+    def run(example: Example) -> tuple[Any, Any, float | None]:
         with dspy.context(lm=lm, adapter=adapter):
             prediction = program(review=example.text)
-        return to_answer(prediction), to_attribution(prediction, example.text)
+        return to_answer(prediction), to_attribution(prediction, example.text), label_log_odds(prediction)
 
     start = time.perf_counter()
-    results: list[tuple[Any, Any]] = []
+    results: list[tuple[Any, Any, float | None]] = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for i, result in enumerate(pool.map(run, examples), 1):
             results.append(result)
@@ -49,8 +55,8 @@ def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm:
     if progress and sys.stderr.isatty():
         print(file=sys.stderr)
     seconds = time.perf_counter() - start
-    answers = [a for a, _ in results]
-    attributions = [att for _, att in results if att is not None]
+    answers = [r[0] for r in results]
+    attributions = [r[1] for r in results if r[1] is not None]
     acc, scored = accuracy([a.label_int for a in answers], [e.label for e in examples])
     failures = [a for a in answers if not a.ok]
     tokens = sum(_tokens(entry) for entry in lm.history[history_start:])
@@ -67,19 +73,93 @@ def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm:
         "tokens_per_example": tokens / len(examples),
         "failures": [{"reason": a.failure, "raw": (a.raw or "")[:300]} for a in failures[:20]],
     }
+    summary["_odds"] = [r[2] for r in results]
+    summary["_labels"] = [a.label for a in answers]
     return summary
 
 
+def decision_rules(odds: Sequence[float | None], generated: Sequence[str | None], gold: Sequence[int],
+                   content_free_odds: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Every decision rule side by side from one pass: accuracy, AUC, positive share, ECE.
+
+    ``odds`` are the label log-odds read at the slot (None for failures); the calibrated rules add
+    minus the mean log-odds of the content-free inputs (contextual) or of this batch (batch).
+    """
+    known = [o for o in odds if o is not None]
+    biases = {"generated": None, "logprob": 0.0,
+              "contextual": -sum(content_free_odds) / len(content_free_odds) if content_free_odds else None,
+              "batch": -sum(known) / len(known) if known else None}
+    out: dict[str, dict[str, Any]] = {}
+    for rule, bias in biases.items():
+        if rule != "generated" and bias is None:
+            out[rule] = {"unavailable": "no label log-probabilities"}
+            continue
+        if rule == "generated":
+            labels = [None if g is None else int(g == "positive") for g in generated]
+        else:
+            labels = [None if o is None else int(o + bias > 0) for o in odds]
+        acc, scored = accuracy(labels, gold)
+        confidences, correct = [], []
+        for o, label, y in zip(odds, labels, gold):
+            if o is not None and label is not None and rule != "generated":
+                p_pos = 1 / (1 + math.exp(-(o + bias)))
+                confidences.append(p_pos if label == 1 else 1 - p_pos)
+                correct.append(label == y)
+        out[rule] = {
+            "accuracy": acc, "accuracy_ci": _ci([None if p is None else float(p == y) for p, y in zip(labels, gold)]),
+            "auc": auc([o for o in odds if o is not None], [y for o, y in zip(odds, gold) if o is not None]),
+            "positive_share": (sum(label == 1 for label in labels if label is not None) / scored) if scored else None,
+            "ece": expected_calibration_error(confidences, correct) if confidences else None,
+            "bias": bias, "n_scored": scored,
+        }
+    return out
+
+
+def _ci(values: Sequence[float | None]) -> list[float | None]:
+    estimate = mean_ci(values)
+    return [estimate.low, estimate.high]
+
+
 def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec: str = "local",
-             api_base: str | None = None, value_mode: str = "sample") -> dict[str, Any]:
+             api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
+             demos: int = 0, demo_seed: int = 0) -> dict[str, Any]:
+    if decision not in (*DECISIONS, "all"):
+        raise ValueError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
     examples = load_examples(data, split="validation", n=n)
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
     threads = 1 if is_embedded(lm) else 8
+    adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
     report: dict[str, Any] = {}
     for name in resolve_programs(programs):
-        program = SentimentProgram(name, value_mode=value_mode)
-        report[name] = {**describe_lm(lm), **evaluate_program(program, examples, lm, threads=threads)}
+        program = SentimentProgram(name, value_mode=value_mode,
+                                   decision="generated" if decision == "all" else decision)
+        if demos:
+            program.predict.demos = _demos(name, demos, demo_seed, lm)
+        if program.decision in ("contextual", "batch"):
+            with dspy.context(lm=lm, adapter=adapter):
+                program.calibrate([e.text for e in examples], batch_name=f"{data}:validation[:{len(examples)}]")
+        row = {**describe_lm(lm), "decision": decision, **evaluate_program(program, examples, lm, threads=threads)}
+        if program.calibration:
+            row["calibration"] = program.calibration
+        if decision == "all":
+            with dspy.context(lm=lm, adapter=adapter):
+                free = [label_log_odds(program(review=t)) for t in CONTENT_FREE]
+            row["decisions"] = decision_rules(row.pop("_odds"), row.pop("_labels"), [e.label for e in examples],
+                                              [o for o in free if o is not None])
+        row.pop("_odds", None)
+        row.pop("_labels", None)
+        report[name] = row
     return report
+
+
+def _demos(name: str, k: int, seed: int, lm: Any) -> list[dspy.Example]:
+    """Gold-label demos for P; teacher demos (the model's own occlusion, cached) for explaining programs."""
+    examples = pick_examples(k, seed=seed)
+    if name == "P":
+        return make_demos("P", examples, source="label")
+    probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=ProbeCache())
+    return make_demos(name, examples, source="occlusion", probe=probe,
+                      p_source="logprob" if is_embedded(lm) else "stated")
 
 
 def _tokens(entry: dict[str, Any]) -> int:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from metrics.agreement import agreement
+from metrics.agreement import AGREEMENT_METRICS, RANKING_ONLY, agreement
 from metrics.faithfulness import (
     Reply,
     comprehensiveness,
@@ -24,6 +24,7 @@ from metrics.stats import mean_ci
 from programs.perturb import delete, keep, perturb
 from programs.types import Answer
 
+EXPLANATIONS = ("self", "topk", "occlusion", "lime")
 FAITHFULNESS_METRICS = ("comprehensiveness", "sufficiency", "comprehensiveness_bins", "sufficiency_bins",
                         "df_mit", "df_frac", "rankdel")
 Lookup = Callable[[Sequence[str]], Sequence[Answer | None]]
@@ -116,3 +117,27 @@ def aggregate(rows: Sequence[dict[str, float | None]], metrics: Sequence[str], *
     for metric in metrics:
         out.update(mean_ci([row.get(metric) for row in rows], seed=seed).as_dict(metric))
     return out
+
+
+def agreement_table(order: str, explanations: dict[str, list], originals: Sequence, tokens: Sequence,
+                     mode: MetricMode, seed: int) -> dict[str, dict[str, Any]]:
+    kinds = [k for k in (*EXPLANATIONS, "random") if k in explanations]
+    table: dict[str, dict[str, Any]] = {}
+    for i, a in enumerate(kinds):
+        for b in kinds[i + 1:]:
+            rows = []
+            for s, (t, original) in enumerate(zip(tokens, originals)):
+                predicted = original.label_int if original is not None and original.ok else None
+                rank_a, values_a = _ranked(explanations[a][s], predicted, mode)
+                rank_b, values_b = _ranked(explanations[b][s], predicted, mode)
+                rows.append(agreement(rank_a, rank_b, values_a, values_b, n=len(t)))
+            metrics = RANKING_ONLY if "topk" in (a, b) else AGREEMENT_METRICS
+            table[f"{order} {a}~{b}"] = aggregate(rows, metrics, seed=seed)
+    return table
+
+
+def _ranked(explanation: tuple, predicted: int | None, mode: MetricMode) -> tuple[list[int], list | None]:
+    values, ranking = explanation
+    if ranking is not None:
+        return list(ranking), values
+    return rank_positions(values, predicted=predicted, mode=mode), values

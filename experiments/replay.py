@@ -12,15 +12,20 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from experiments.faithfulness_run import FAITHFULNESS_METRICS, aggregate, sentence_faithfulness
-from metrics.agreement import AGREEMENT_METRICS, RANKING_ONLY, agreement
-from metrics.faithfulness import rank_positions
+from experiments.faithfulness_run import (
+    EXPLANATIONS,
+    FAITHFULNESS_METRICS,
+    aggregate,
+    agreement_table,
+    sentence_faithfulness,
+)
+from metrics.agreement import AGREEMENT_METRICS
 from metrics.modes import COMPAT, MetricMode, metric_mode
 from programs.data import DataError, load_examples, shared_data_dir
 from programs.explainers.random import RandomExplainer
 from programs.replay import REPLAY_MODELS, ReplayProbe
 
-EXPLANATIONS = ("self", "topk", "occlusion", "lime")
+
 _FILES = {"self": "self_expl_{o}", "topk": "topk_{o}", "occlusion": "occlusion_{o}", "lime": "lime_{o}"}
 _ORDER_TAGS = {"P-E": "pe", "E-P": "ep"}
 
@@ -100,33 +105,9 @@ def replay_study(model: str, mode_name: str, *, seed: int = 0) -> dict[str, Any]
                     for i, (t, (values, ranking), original) in enumerate(zip(tokens, items, originals))]
             faithfulness[f"{order} {kind}"] = aggregate(rows, FAITHFULNESS_METRICS, seed=seed)
         if order in _ORDER_TAGS:
-            agreements.update(_agreement_table(order, explanations, originals, tokens, mode, seed))
+            agreements.update(agreement_table(order, explanations, originals, tokens, mode, seed))
     return {"model": model, "mode": mode.name, "n_sentences": len(sentences), "faithfulness": faithfulness,
             "agreement": agreements}
-
-
-def _agreement_table(order: str, explanations: dict[str, list], originals: Sequence, tokens: Sequence,
-                     mode: MetricMode, seed: int) -> dict[str, dict[str, Any]]:
-    kinds = list(EXPLANATIONS) + ["random"]
-    table: dict[str, dict[str, Any]] = {}
-    for i, a in enumerate(kinds):
-        for b in kinds[i + 1:]:
-            rows = []
-            for s, (t, original) in enumerate(zip(tokens, originals)):
-                predicted = original.label_int if original is not None and original.ok else None
-                rank_a, values_a = _ranked(explanations[a][s], predicted, mode)
-                rank_b, values_b = _ranked(explanations[b][s], predicted, mode)
-                rows.append(agreement(rank_a, rank_b, values_a, values_b, n=len(t)))
-            metrics = RANKING_ONLY if "topk" in (a, b) else AGREEMENT_METRICS
-            table[f"{order} {a}~{b}"] = aggregate(rows, metrics, seed=seed)
-    return table
-
-
-def _ranked(explanation: tuple, predicted: int | None, mode: MetricMode) -> tuple[list[int], list | None]:
-    values, ranking = explanation
-    if ranking is not None:
-        return list(ranking), values
-    return rank_positions(values, predicted=predicted, mode=mode), values
 
 
 def markdown_tables(report: dict[str, Any]) -> str:

@@ -47,7 +47,8 @@ def agreement(rank_a: Sequence[int], rank_b: Sequence[int], values_a: Sequence[f
         "feature_agreement": len(set_a & set_b) / k,
         "iou": len(set_a & set_b) / len(set_a | set_b) if set_a | set_b else None,
     }
-    if values_a is None or values_b is None:
+    if values_a is None or values_b is None or len(rank_a) != n or len(rank_b) != n:
+        # a top-k explanation orders only k positions: set metrics only
         return {**{m: None for m in AGREEMENT_METRICS}, **out}
     pos_b = {p: i for i, p in enumerate(top_b)}
 

@@ -6,19 +6,22 @@ raw reply kept (never a default label). ``programs.readout`` turns predictions i
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import hashlib
+from typing import Any, Literal, Sequence
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from programs.lm import is_embedded
-from programs.readout import topk_size
+from programs.readout import label_log_probs, topk_size
 from programs.signatures import SIGNATURES
 from programs.slot_decoder import DecodeOptions
 from programs.types import tokenize
 
 PROGRAM_NAMES = tuple(SIGNATURES)
 ValueMode = Literal["sample", "expected"]
+DECISIONS = ("generated", "logprob", "contextual", "batch")
+CONTENT_FREE = ("N/A", "", "[MASK]")  # Zhao et al. (2021) contextual calibration inputs
 
 
 class ContextOverflow(ValueError):
@@ -33,18 +36,76 @@ class SentimentProgram(dspy.Module):
         k_fraction: top-k size as a share of the review's tokens (the study's 0.2).
         value_mode: how the embedded engine reads importances: ``sample`` (the decoded grid value)
             or ``expected`` (the probability-weighted value at each slot).
+        decision: how the label is decided. ``generated``: as decoded; ``logprob``: argmax of the
+            label log-probabilities; ``contextual`` / ``batch``: argmax after adding a log-odds bias
+            (minus the mean log-odds of content-free inputs, or of a calibration batch) — call
+            :meth:`calibrate` first. On embedded models the decided label is forced at the label
+            slot, so what follows it (P-E's confidence and explanation) is conditioned on it.
     """
 
-    def __init__(self, name: str = "P", *, k_fraction: float = 0.2, value_mode: ValueMode = "sample") -> None:
+    def __init__(self, name: str = "P", *, k_fraction: float = 0.2, value_mode: ValueMode = "sample",
+                 decision: str = "generated") -> None:
         super().__init__()
         if name not in SIGNATURES:
             raise ValueError(f"unknown program {name!r}; choose one of {list(PROGRAM_NAMES)}")
         if value_mode not in ("sample", "expected"):
             raise ValueError(f"value_mode must be sample or expected, got {value_mode!r}")
+        if decision not in DECISIONS:
+            raise ValueError(f"unknown decision rule {decision!r}; choose one of {list(DECISIONS)}")
         self.name = name
         self.k_fraction = k_fraction
         self.value_mode = value_mode
+        self.decision = decision
+        self.calibration: dict[str, Any] | None = None  # {"rule", "bias", "n", "batch"}: saved with the program
         self.predict = dspy.Predict(SIGNATURES[name])
+
+    @property
+    def label_bias(self) -> float:
+        """The log-odds offset added to "positive" before the label is decided (0 when uncalibrated)."""
+        if self.decision in ("generated", "logprob"):
+            return 0.0
+        if not self.calibration or self.calibration.get("rule") != self.decision:
+            raise ValueError(f"decision rule {self.decision!r} needs calibration: call program.calibrate(...) first")
+        return float(self.calibration["bias"])
+
+    def calibrate(self, texts: Sequence[str] | None = None, *, batch_name: str = "") -> dict[str, Any]:
+        """Set the label bias for the ``contextual`` rule (content-free inputs) or ``batch`` (the given texts).
+
+        The bias is minus the mean label log-odds of those inputs under this very program.
+        """
+        if self.decision not in ("contextual", "batch"):
+            raise ValueError(f"decision rule {self.decision!r} takes no calibration")
+        inputs = list(CONTENT_FREE) if self.decision == "contextual" else list(texts or [])
+        if not inputs:
+            raise ValueError("batch calibration needs the texts of the calibration batch")
+        decision, self.decision = self.decision, "generated"
+        try:
+            odds = [label_log_odds(self(review=t)) for t in inputs]
+        finally:
+            self.decision = decision
+        known = [o for o in odds if o is not None]
+        if not known:
+            raise ValueError("no label log-probabilities came back: this backend cannot be calibrated")
+        digest = hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:12]
+        self.calibration = {"rule": self.decision, "bias": -sum(known) / len(known), "n": len(known),
+                            "batch": batch_name or (f"content-free {list(CONTENT_FREE)}" if
+                                                    self.decision == "contextual" else f"sha256:{digest}")}
+        return self.calibration
+
+    def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().dump_state(*args, **kwargs)
+        state["selfx"] = {"name": self.name, "decision": self.decision, "value_mode": self.value_mode,
+                          "k_fraction": self.k_fraction, "calibration": self.calibration}
+        return state
+
+    def load_state(self, state: dict[str, Any], *args: Any, **kwargs: Any) -> SentimentProgram:
+        state = dict(state)
+        extra = state.pop("selfx", None) or {}
+        super().load_state(state, *args, **kwargs)
+        self.decision = extra.get("decision", self.decision)
+        self.value_mode = extra.get("value_mode", self.value_mode)
+        self.calibration = extra.get("calibration")
+        return self
 
     @property
     def order(self) -> str:
@@ -59,8 +120,10 @@ class SentimentProgram(dspy.Module):
         if self.granularity == "topk":
             inputs["k"] = topk_size(len(tokenize(review)), self.k_fraction)
         config: dict[str, Any] = {"logprobs": True, "top_logprobs": 20}
-        if is_embedded(dspy.settings.lm):
-            config["metadata"] = DecodeOptions(self.value_mode).to_metadata()
+        bias = self.label_bias
+        embedded = is_embedded(dspy.settings.lm)
+        if embedded:
+            config["metadata"] = DecodeOptions(self.value_mode, {"positive": bias} if bias else None).to_metadata()
         try:
             prediction = self.predict(**inputs, config=config)
         except AdapterParseError as exc:
@@ -72,7 +135,22 @@ class SentimentProgram(dspy.Module):
         prediction.failure = None
         if "k" in inputs:
             prediction.k = inputs["k"]
+        if not embedded and self.decision != "generated":
+            # API models cannot be forced at the slot: decide from their label logprobs, keep what they wrote
+            odds = label_log_odds(prediction)
+            if odds is not None:
+                prediction.generated_label = prediction.label
+                prediction.label = "positive" if odds + bias > 0 else "negative"
+        prediction.decision = self.decision
         return prediction
+
+
+def label_log_odds(prediction: Any) -> float | None:
+    """log P(positive) - log P(negative) at the label slot, or None when unavailable."""
+    if getattr(prediction, "failure", None):
+        return None
+    lp = label_log_probs(getattr(prediction, "logprobs", None))
+    return None if lp is None else lp["positive"] - lp["negative"]
 
 
 def failed_prediction(reason: str, raw: str | None) -> dspy.Prediction:

@@ -59,3 +59,27 @@ def test_probe_modes_and_cache_on_the_real_model(local_lm, tmp_path):
     assert again == answers and len(local_lm.history) == calls_before
     same = ProgramProbe(SentimentProgram("PE"), local_lm, mode="same-program", cache=cache).answers([REVIEW])
     assert same[0].ok and "stated" in same[0].p_positive
+
+
+def test_the_decided_label_is_forced_and_the_explanation_follows_it(local_lm):
+    program = SentimentProgram("PE", decision="batch")
+    program.calibration = {"rule": "batch", "bias": -50.0, "n": 1, "batch": "test"}  # force "negative"
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = program(review="a wonderful , moving film .")
+    raw = json.loads(_raw(local_lm))
+    assert raw["label"] == prediction.label == "negative"
+    assert list(raw) == ["label", "confidence", "explanation"]  # decoded after the forced label
+    label_slot = prediction.logprobs["content"][0]
+    assert label_slot["token"] == "negative"
+
+
+def test_a_base_model_without_chat_template_gets_a_plain_prompt():
+    from programs.lm import make_lm
+
+    gemma = make_lm("local:gemma3-270m", cache=False)
+    messages = LeanAdapter().format(SentimentProgram("P").predict.signature, [], {"review": REVIEW})
+    prompt = gemma.engine.render(messages)
+    assert "<start_of_turn>" not in prompt and prompt.endswith(REVIEW + "\n")
+    with dspy.context(lm=gemma, adapter=LeanAdapter()):
+        prediction = SentimentProgram("P")(review=REVIEW)
+    assert prediction.failure is None and prediction.label in ("negative", "positive")

@@ -1,0 +1,68 @@
+"""Few-shot demos for the programs: gold-labelled reviews and teacher explanations.
+
+- ``label``: balanced gold-labelled reviews from the train split (what P needs);
+- ``occlusion`` (teacher demos): the same reviews whose explanation is the model's *own* occlusion,
+  computed through the probe and cached, scaled so the largest |value| is 1 and rounded to the
+  decoder's 0.1 grid; top-k demos take the k tokens with the highest occlusion value (most
+  positive first, as the study's top-k prompt asks).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import dspy
+
+from programs.data import load_examples
+from programs.explainers.occlusion import Occlusion
+from programs.probe import Probe
+from programs.readout import topk_size
+from programs.types import LABELS, Example
+
+DEMO_SOURCES = ("label", "occlusion")
+DEMO_CONFIDENCE = 0.9
+
+
+def pick_examples(k: int, *, seed: int = 0, data: str = "sst2", max_tokens: int = 14) -> list[Example]:
+    """k short training reviews, half positive and half negative, in a seeded order."""
+    if k < 0:
+        raise ValueError(f"the number of demos must be >= 0, got {k}")
+    pool = [e for e in load_examples(data, split="train") if len(e.tokens) <= max_tokens]
+    rng = random.Random(seed)
+    rng.shuffle(pool)
+    positives = [e for e in pool if e.label == 1][: (k + 1) // 2]
+    negatives = [e for e in pool if e.label == 0][: k // 2]
+    chosen = positives + negatives
+    rng.shuffle(chosen)
+    return chosen
+
+
+def make_demos(program_name: str, examples: Sequence[Example], *, source: str = "label",
+               probe: Probe | None = None, p_source: str = "logprob") -> list[dspy.Example]:
+    """Demos for a program. Explaining programs need ``source="occlusion"`` and a probe."""
+    if source not in DEMO_SOURCES:
+        raise ValueError(f"unknown demo source {source!r}; choose one of {list(DEMO_SOURCES)}")
+    explaining = program_name != "P"
+    if explaining and source != "occlusion":
+        raise ValueError(f"{program_name} demos need explanations: use source='occlusion' (teacher demos)")
+    if explaining and probe is None:
+        raise ValueError("teacher demos need a probe to compute the model's own occlusion")
+    demos = []
+    occlusion = Occlusion(p_source=p_source)
+    for example in examples:
+        fields = {"review": example.text, "label": LABELS[example.label], "confidence": DEMO_CONFIDENCE}
+        if explaining:
+            tokens = list(example.tokens)
+            values = [v if v is not None else 0.0 for v in occlusion.explain(tokens, probe).values]
+            scale = max((abs(v) for v in values), default=0.0) or 1.0
+            scaled = [round(v / scale, 1) + 0.0 for v in values]
+            if program_name.endswith("topk"):
+                k = topk_size(len(tokens))
+                order = sorted(range(len(tokens)), key=lambda i: -values[i])
+                distinct = list(dict.fromkeys(tokens[i] for i in order))
+                fields.update(k=k, top_words=distinct[:k])
+            else:
+                fields["explanation"] = [[t, v] for t, v in zip(tokens, scaled)]
+        demos.append(dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else [])))
+    return demos
