@@ -10,7 +10,9 @@ from typing import Iterable, Sequence
 
 
 def delete(tokens: Sequence[str], positions: Iterable[int]) -> str:
-    """>>> delete(["a", "b", "a"], [0])
+    """The review without the given positions (a repeated word is removed only where asked).
+
+    >>> delete(["a", "b", "a"], [0])
     'b a'
     """
     drop = set(positions)
