@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how importances are read on embedded models (default sample)")
     evaluate.add_argument("--demos", type=int, default=0,
                           help="few-shot demos: gold labels for P, teacher (own-occlusion) demos for P-E/E-P")
+    evaluate.add_argument("--demo-source", default="occlusion", choices=["occlusion", "self"],
+                          help="explanations in P-E/E-P demos: the model's own occlusion (default) or its own "
+                               "bootstrapped self-explanations")
+    evaluate.add_argument("--with-occlusion", action="store_true",
+                          help="also correlate full explanations with the model's own occlusion (probe, cached)")
     evaluate.add_argument("--decision", default="generated",
                           choices=["generated", "logprob", "contextual", "batch", "all"],
                           help="label decision rule; all = every rule side by side from one pass")
@@ -163,7 +168,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from experiments.evaluate import evaluate
 
     report = evaluate(args.program, data=args.data, n=args.n, lm_spec=args.lm, api_base=args.api_base,
-                      value_mode=args.value_mode, decision=args.decision, demos=args.demos)
+                      value_mode=args.value_mode, decision=args.decision, demos=args.demos,
+                      demo_source=args.demo_source,
+                      with_occlusion=args.with_occlusion)
     columns = ["accuracy", "parse_failure_rate", "token_coverage", "seconds_per_example", "tokens_per_example", "n"]
     print(f"{'program':<9}" + "".join(f"{c:>20}" for c in columns))
     for name, row in report.items():

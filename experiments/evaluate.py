@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import sys
 import time
+from statistics import median
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import dspy
+from scipy.stats import spearmanr
 
 from metrics.accuracy import accuracy, auc
 from metrics.calibration import expected_calibration_error
@@ -17,11 +19,12 @@ from programs.data import load_examples
 from programs.demos import make_demos, pick_examples
 from programs.lean_adapter import LeanAdapter
 from programs.lm import describe_lm, is_embedded, make_lm
-from programs.probe import ProgramProbe
+from programs.explainers.occlusion import Occlusion
+from programs.probe import Probe, ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.readout import to_answer, to_attribution
 from programs.self_explain import CONTENT_FREE, DECISIONS, PROGRAM_NAMES, SentimentProgram, label_log_odds
-from programs.types import Example
+from programs.types import Attribution, Example
 
 
 def resolve_programs(choice: str) -> list[str]:
@@ -34,15 +37,44 @@ def resolve_programs(choice: str) -> list[str]:
     return names
 
 
+def explanation_quality(examples: Sequence[Example], attributions: Sequence[Attribution | None],
+                        occlusion_probe: Probe | None) -> dict[str, Any]:
+    """For full explanations: non-degenerate share (>= 3 distinct values), range violations and the
+    Spearman correlation with the model's own occlusion (mean over examples, bootstrap CI)."""
+    full = [(e, a) for e, a in zip(examples, attributions) if a is not None and a.ranking is None]
+    if not full:
+        return {}
+    out: dict[str, Any] = {
+        "explanation_nondegenerate_rate": sum(len({v for v in a.values if v is not None}) >= 3 for _, a in full)
+        / len(full),
+        "explanation_range_violations": sum(a.info.get("range_violations", 0) for _, a in full),
+    }
+    if occlusion_probe is not None:
+        occlusion = Occlusion(p_source="logprob" if getattr(occlusion_probe, "mode", "") == "logprob" else "stated")
+        rhos: list[float | None] = []
+        for example, attribution in full:
+            reference = occlusion.explain(list(example.tokens), occlusion_probe).values
+            pairs = [(x, y) for x, y in zip(attribution.values, reference) if x is not None and y is not None]
+            xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+            constant = len(pairs) < 2 or len(set(xs)) < 2 or len(set(ys)) < 2
+            rhos.append(None if constant else float(spearmanr(xs, ys).statistic))
+        out.update(mean_ci(rhos).as_dict("spearman_vs_occlusion"))
+    return out
+
+
 def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm: Any, *,
-                     threads: int = 1, progress: bool = True) -> dict[str, Any]:
+                     threads: int = 1, progress: bool = True, occlusion_probe: Probe | None = None) -> dict[str, Any]:
     """Run one program on every example; failures are counted and excluded from accuracy."""
     adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
     history_start = len(lm.history)
 
+    durations: list[float] = []
+
     def run(example: Example) -> tuple[Any, Any, float | None]:
+        started = time.perf_counter()
         with dspy.context(lm=lm, adapter=adapter):
             prediction = program(review=example.text)
+        durations.append(time.perf_counter() - started)
         return to_answer(prediction), to_attribution(prediction, example.text), label_log_odds(prediction)
 
     start = time.perf_counter()
@@ -70,9 +102,11 @@ def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm:
         "range_violations": sum(a.info.get("range_violations", 0) for a in attributions),
         "positive_share": (sum(a.label == "positive" for a in answers if a.ok) / scored) if scored else None,
         "seconds_per_example": seconds / len(examples),
+        "seconds_per_example_median": median(durations),
         "tokens_per_example": tokens / len(examples),
         "failures": [{"reason": a.failure, "raw": (a.raw or "")[:300]} for a in failures[:20]],
     }
+    summary.update(explanation_quality(examples, [r[1] for r in results], occlusion_probe))
     summary["_odds"] = [r[2] for r in results]
     summary["_labels"] = [a.label for a in answers]
     return summary
@@ -122,7 +156,8 @@ def _ci(values: Sequence[float | None]) -> list[float | None]:
 
 def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec: str = "local",
              api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
-             demos: int = 0, demo_seed: int = 0) -> dict[str, Any]:
+             demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion",
+             with_occlusion: bool = False) -> dict[str, Any]:
     if decision not in (*DECISIONS, "all"):
         raise ValueError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
     examples = load_examples(data, split="validation", n=n)
@@ -134,11 +169,15 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
         program = SentimentProgram(name, value_mode=value_mode,
                                    decision="generated" if decision == "all" else decision)
         if demos:
-            program.predict.demos = _demos(name, demos, demo_seed, lm)
+            program.predict.demos = _demos(name, demos, demo_seed, lm, demo_source)
         if program.decision in ("contextual", "batch"):
             with dspy.context(lm=lm, adapter=adapter):
                 program.calibrate([e.text for e in examples], batch_name=f"{data}:validation[:{len(examples)}]")
-        row = {**describe_lm(lm), "decision": decision, **evaluate_program(program, examples, lm, threads=threads)}
+        occlusion_probe = (ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=ProbeCache())
+                           if with_occlusion and program.granularity == "full" else None)
+        row = {**describe_lm(lm), "decision": decision, "value_mode": value_mode, "demos": demos,
+               "demo_source": (demo_source if name != "P" else "label") if demos else None,
+               **evaluate_program(program, examples, lm, threads=threads, occlusion_probe=occlusion_probe)}
         if program.calibration:
             row["calibration"] = program.calibration
         if decision == "all":
@@ -152,11 +191,16 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
     return report
 
 
-def _demos(name: str, k: int, seed: int, lm: Any) -> list[dspy.Example]:
-    """Gold-label demos for P; teacher demos (the model's own occlusion, cached) for explaining programs."""
+def _demos(name: str, k: int, seed: int, lm: Any, source: str = "occlusion") -> list[dspy.Example]:
+    """Gold-label demos for P; teacher demos (the model's own occlusion, cached) or bootstrapped
+    self-explanations for explaining programs."""
     examples = pick_examples(k, seed=seed)
     if name == "P":
         return make_demos("P", examples, source="label")
+    if source == "self":
+        adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
+        with dspy.context(lm=lm, adapter=adapter):
+            return make_demos(name, examples, source="self")
     probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=ProbeCache())
     return make_demos(name, examples, source="occlusion", probe=probe,
                       p_source="logprob" if is_embedded(lm) else "stated")

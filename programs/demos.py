@@ -4,7 +4,9 @@
 - ``occlusion`` (teacher demos): the same reviews whose explanation is the model's *own* occlusion,
   computed through the probe and cached, scaled so the largest |value| is 1 and rounded to the
   decoder's 0.1 grid; top-k demos take the k tokens with the highest occlusion value (most
-  positive first, as the study's top-k prompt asks).
+  positive first, as the study's top-k prompt asks);
+- ``self`` (bootstrapped): the program's own zero-shot explanations of those reviews, kept only
+  where its label was right (DSPy's bootstrapping idea, without an optimiser).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from programs.probe import Probe
 from programs.readout import topk_size
 from programs.types import LABELS, Example
 
-DEMO_SOURCES = ("label", "occlusion")
+DEMO_SOURCES = ("label", "occlusion", "self")
 DEMO_CONFIDENCE = 0.9
 
 
@@ -44,10 +46,12 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
     if source not in DEMO_SOURCES:
         raise ValueError(f"unknown demo source {source!r}; choose one of {list(DEMO_SOURCES)}")
     explaining = program_name != "P"
-    if explaining and source != "occlusion":
-        raise ValueError(f"{program_name} demos need explanations: use source='occlusion' (teacher demos)")
-    if explaining and probe is None:
+    if explaining and source == "label":
+        raise ValueError(f"{program_name} demos need explanations: use source 'occlusion' or 'self'")
+    if explaining and source == "occlusion" and probe is None:
         raise ValueError("teacher demos need a probe to compute the model's own occlusion")
+    if source == "self":
+        return _bootstrapped(program_name, examples)
     demos = []
     occlusion = Occlusion(p_source=p_source)
     for example in examples:
@@ -64,5 +68,24 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
                 fields.update(k=k, top_words=distinct[:k])
             else:
                 fields["explanation"] = [[t, v] for t, v in zip(tokens, scaled)]
+        demos.append(dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else [])))
+    return demos
+
+
+def _bootstrapped(program_name: str, examples: Sequence[Example]) -> list[dspy.Example]:
+    """The program's own zero-shot answers on the examples it labels correctly (needs dspy.settings.lm)."""
+    from programs.self_explain import SentimentProgram
+
+    program = SentimentProgram(program_name, value_mode="expected")
+    demos = []
+    for example in examples:
+        prediction = program(review=example.text)
+        if prediction.failure or prediction.label != LABELS[example.label]:
+            continue
+        fields = {"review": example.text, "label": prediction.label, "confidence": prediction.confidence}
+        if program_name.endswith("topk"):
+            fields.update(k=prediction.k, top_words=list(prediction.top_words))
+        elif program_name != "P":
+            fields["explanation"] = [[t, round(float(v), 1) + 0.0] for t, v in prediction.explanation]
         demos.append(dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else [])))
     return demos
