@@ -105,7 +105,51 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--tracking-uri", default=None)
     study.add_argument("--no-mlflow", action="store_true")
     study.set_defaults(func=_cmd_study)
+
+    run = commands.add_parser(
+        "run", help="evaluate every variant of an experiment config, one nested MLflow run per variant",
+        epilog="examples:\n  selfx run                                # experiments/configs/quick.yaml\n"
+               "  selfx run experiments/configs/paper.yaml --tracking-uri http://127.0.0.1:5000",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", nargs="?", default=None, help="a YAML config (default: the shipped quick.yaml)")
+    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlruns/mlflow.db)")
+    run.add_argument("--json", metavar="FILE")
+    run.set_defaults(func=_cmd_run)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the project's tracking store and print its URL")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri", default=None)
+    ui.set_defaults(func=_cmd_ui)
     return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from experiments.config import load_config
+    from experiments.run import run_experiment
+
+    config = load_config(args.config)
+    result = run_experiment(config, uri=args.tracking_uri)
+    for item in result["variants"]:
+        m = item["metrics"]
+        extra = "" if m.get("comprehensiveness_bins") is None else f"  comp_bins {m['comprehensiveness_bins']:.3f}"
+        acc = "n/a" if m.get("accuracy") is None else f"{m['accuracy']:.3f}"
+        print(f"{item['variant']:<50} accuracy {acc}{extra}  run {item['run_id']}")
+    print(f"experiment {result['experiment']}, parent run {result['parent_run_id']}; open it with: selfx ui")
+    _write_json(args.json, result)
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from experiments.tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    url = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)", flush=True)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+                            "--port", str(args.port), "--workers", "1"], env=env)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
@@ -211,12 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from experiments.config import ConfigError
     from programs.data import DataError
     from programs.lm import LMSpecError
 
     try:
         return args.func(args)
-    except (DataError, LMSpecError, FileNotFoundError, ValueError) as exc:
+    except (DataError, LMSpecError, ConfigError, FileNotFoundError, ValueError) as exc:
         if args.debug:
             raise
         print(f"selfx {args.command}: error: {exc}", file=sys.stderr)

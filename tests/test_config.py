@@ -1,0 +1,36 @@
+import pytest
+
+from experiments.config import ConfigError, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_validate():
+    quick = load_config()
+    assert quick.name == "quick" and quick.lm == "local" and len(quick.variants) >= 2
+    assert load_config("paper").data.source == "huang2023"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\nvariants:\n  - {program: XYZ}\n", "variants\\[0\\].program: 'XYZ' is not allowed"),
+    ("name: x\nmeasure: {mode: strict}\n", "measure.mode: 'strict' is not allowed"),
+    ("name: x\ndata: {test_n: many}\n", "data.test_n: expected an integer"),
+    ("name: x\nsearch: {space: {colour: [red]}}\n", "unknown dimension 'colour'"),
+    ("name: x\nbogus: 1\n", "unknown key\\(s\\) \\['bogus'\\]"),
+    ("name: x\nsearch: {objectives: [beauty]}\n", "'beauty' is not allowed"),
+    ("name: x\ndata: {dev_n: -3}\n", "must be >= 0"),
+    ("variants: []\n", "at least a 'name'"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_bad_configs_name_the_key_and_the_allowed_values(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_config_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="quick"):
+        load_config("no-such-config")

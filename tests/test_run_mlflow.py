@@ -1,0 +1,52 @@
+"""End to end: a tiny experiment on the embedded model, checked from the MLflow store itself."""
+
+import pytest
+
+from experiments.config import load_config
+from experiments.run import run_experiment
+from tests.conftest import require_shared
+
+pytestmark = pytest.mark.model
+
+TINY = """
+name: tiny
+lm: local
+data: {source: sst2, train_n: 0, dev_n: 3, test_n: 3}
+variants:
+  - {program: P, decision: batch}
+  - {program: PE, value_mode: expected}
+measure: {mode: corrected, probe: logprob, faithfulness_n: 2, explainers: [occlusion, random]}
+"""
+
+
+def test_tiny_experiment_lands_in_mlflow(tmp_path, monkeypatch):
+    require_shared("sst2", "validation.jsonl")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    result = run_experiment(load_config(tmp_path / "tiny.yaml"), uri=uri, progress=False)
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("selfx-tiny")
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    parent = [r for r in runs if r.info.run_id == result["parent_run_id"]][0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    by_program = {r.data.params["program"]: r for r in children}
+    pe = by_program["PE"]
+    assert pe.data.params["order"] == "P-E" and pe.data.params["metric_mode"] == "corrected"
+    for key in ("accuracy", "accuracy_ci_low", "parse_failure_rate", "comprehensiveness_bins",
+                "random_comprehensiveness_bins", "lm_calls", "wall_seconds"):
+        assert key in pe.data.metrics, key
+    assert "batch" in by_program["P"].data.params["calibration"]
+    files = {f.path for f in client.list_artifacts(pe.info.run_id)} | {
+        f.path for f in client.list_artifacts(pe.info.run_id, "prompts")}
+    assert {"program.json", "examples.json", "prompts/predict.txt"} <= files
+    prompt = client.download_artifacts(pe.info.run_id, "prompts/predict.txt", str(tmp_path))
+    assert "{review}" in open(prompt).read()
+    models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert any(m.source_run_id == pe.info.run_id for m in models)
