@@ -116,6 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", metavar="FILE")
     run.set_defaults(func=_cmd_run)
 
+    optimize = commands.add_parser(
+        "optimize", help="multi-objective Optuna study (NSGA-II) over the variant space; Pareto front in MLflow",
+        epilog="examples:\n  selfx optimize                           # experiments/configs/quick.yaml\n"
+               "  selfx optimize my.yaml --json pareto.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    optimize.add_argument("config", nargs="?", default=None, help="a YAML config (default: quick.yaml)")
+    optimize.add_argument("--tracking-uri", default=None)
+    optimize.add_argument("--json", metavar="FILE")
+    optimize.set_defaults(func=_cmd_optimize)
+
+    export = commands.add_parser(
+        "export", help="export the best variant run (by a metric) or a chosen run as readable, reusable files",
+        epilog="examples:\n  selfx export --experiment selfx-quick --metric accuracy --out exported/\n"
+               "  selfx export --run-id 0123abcd --out exported/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("--experiment", default="selfx-quick", help="MLflow experiment (default selfx-quick)")
+    export.add_argument("--metric", default="accuracy", help="pick the run with the highest value of this metric")
+    export.add_argument("--run-id", default=None, help="export this run instead (e.g. a Pareto point)")
+    export.add_argument("--out", default="exported", metavar="DIR")
+    export.add_argument("--tracking-uri", default=None)
+    export.set_defaults(func=_cmd_export)
+
     ui = commands.add_parser("ui", help="start the MLflow UI on the project's tracking store and print its URL")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri", default=None)
@@ -136,6 +158,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{item['variant']:<50} accuracy {acc}{extra}  run {item['run_id']}")
     print(f"experiment {result['experiment']}, parent run {result['parent_run_id']}; open it with: selfx ui")
     _write_json(args.json, result)
+    return 0
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from experiments.config import load_config
+    from experiments.optimize import optimize
+
+    result = optimize(load_config(args.config), uri=args.tracking_uri)
+    print(f"study {result['study']}: {result['trials']} trials; Pareto front:")
+    for point in result["pareto"]:
+        print(f"  trial {point['number']}: {point['values']}  run {point['run_id']}")
+    print("held-out test (95 % CI):")
+    for label, row in result["held_out"].items():
+        acc = row.get("accuracy")
+        ci = (row.get("accuracy_ci_low"), row.get("accuracy_ci_high"))
+        comp = row.get("comprehensiveness_bins")
+        print(f"  {label:<12} {row['variant']:<45} accuracy {acc if acc is None else round(acc, 3)} {ci}"
+              f"  comp_bins {comp if comp is None else round(comp, 3)}")
+    print(f"MLflow experiment {result['experiment']}, parent run {result['parent_run_id']}; selfx ui to browse")
+    _write_json(args.json, result)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experiments.export import export_run, find_run
+    from programs.lm import make_lm
+
+    run = find_run(args.experiment, metric=args.metric, run_id=args.run_id, uri=args.tracking_uri)
+    lm = make_lm(run.data.params.get("lm_spec", "local"), cache=False)
+    result = export_run(run, Path(args.out), lm)
+    print(f"exported {result['variant']} (run {result['run_id']}) to {args.out}: {', '.join(result['files'])}")
+    print(f"registered as {result['prompt']}")
     return 0
 
 
@@ -256,12 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from experiments.config import ConfigError
+    from experiments.export import ExportError
     from programs.data import DataError
     from programs.lm import LMSpecError
 
     try:
         return args.func(args)
-    except (DataError, LMSpecError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (DataError, LMSpecError, ConfigError, ExportError, FileNotFoundError, ValueError) as exc:
         if args.debug:
             raise
         print(f"selfx {args.command}: error: {exc}", file=sys.stderr)

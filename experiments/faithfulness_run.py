@@ -3,12 +3,14 @@ all of them, hand the recorded replies to the pure metric functions, aggregate w
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from metrics.agreement import AGREEMENT_METRICS, RANKING_ONLY, agreement
 from metrics.faithfulness import (
+    ERASER_BINS,
     Reply,
     comprehensiveness,
     decision_flip_fraction,
@@ -52,8 +54,13 @@ def full_ranking(values: Sequence[float | None], ranking: Sequence[int] | None, 
 
 def sentence_faithfulness(tokens: Sequence[str], values: Sequence[float | None], ranking: Sequence[int] | None,
                           original: Answer | None, lookup: Lookup, mode: MetricMode, *, p_source: str = "stated",
-                          topk_single_step: bool = False, seed: int = 0) -> dict[str, float | None]:
-    """All faithfulness metrics of one explanation of one sentence (None = not computable)."""
+                          topk_single_step: bool = False, seed: int = 0,
+                          bins_only: bool = False) -> dict[str, float | None]:
+    """All faithfulness metrics of one explanation of one sentence (None = not computable).
+
+    ``bins_only``: just the ERASER-bin comprehensiveness and sufficiency (about 10 probe texts per
+    sentence instead of about 3n): the affordable objective inside an optimiser.
+    """
     n = len(tokens)
     rng = np.random.default_rng(seed)
     base = to_reply(original, p_source)
@@ -71,6 +78,16 @@ def sentence_faithfulness(tokens: Sequence[str], values: Sequence[float | None],
         out["df_mit"] = decision_flip_mit(base, removed, mode)
         return out
     order = full_ranking(values, ranking, n, predicted, mode, rng)
+    if bins_only:
+        ks = sorted({min(n, max(1, math.ceil(b * n))) for b in ERASER_BINS})
+        removed_texts = {k: delete(tokens, order[:k]) for k in ks}
+        kept_texts = {k: keep(tokens, order[:k]) for k in ks if k < n}
+        answers = dict(zip([*removed_texts.values(), *kept_texts.values()],
+                           lookup([*removed_texts.values(), *kept_texts.values()])))
+        removed = [to_reply(answers[removed_texts[k]], p_source) if k in removed_texts else None for k in range(1, n + 1)]
+        kept = [to_reply(answers[kept_texts[k]], p_source) if k in kept_texts else None for k in range(1, n)]
+        comp_bins, suff_bins = eraser_bins(base, removed, kept, mode)
+        return {**empty, "comprehensiveness_bins": comp_bins, "sufficiency_bins": suff_bins}
     plan = perturbation_plan(n, order)
     texts = {key: [perturb(tokens, op, pos) for op, pos in items] for key, items in plan.items()}
     everything = texts["removed"] + texts["kept"] + texts["single"] + [""]

@@ -199,7 +199,7 @@ def variant_params(variant: Variant, program: SentimentProgram, lm: Any, config:
     return {
         **asdict(variant), "order": program.order, "granularity": program.granularity or "none",
         "k_fraction": program.k_fraction if program.granularity == "topk" else "none",
-        "lm": lm_info["model"], "backend": lm_info["backend"], "temperature": lm.kwargs.get("temperature"),
+        "lm": lm_info["model"], "lm_spec": config.lm, "backend": lm_info["backend"], "temperature": lm.kwargs.get("temperature"),
         "max_tokens": lm.kwargs.get("max_tokens"), "probe_mode": config.measure.probe,
         "metric_mode": config.measure.mode, "seed": config.seed, "data_seed": config.data.seed,
         "data": config.data.source, "test_n": config.data.test_n, "git_commit": git_commit(),

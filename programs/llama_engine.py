@@ -186,8 +186,8 @@ class LlamaCppEngine:
                 logprobs = logprobs + np.array([options.enum_bias.get(o, 0.0) for o in slot.options])
             return base(slot, logprobs)
 
-        text, readings = decode(skeleton, prompt, tokenize=self.tokenize_text, logits_at=self._eval_to,
-                                choose=choose)
+        text, readings = decode(skeleton, prompt, tokenize=self.tokenize_text,
+                                logits_at=lambda tokens: self._eval_to(tokens, copy=False), choose=choose)
         if options.value_mode == "expected":
             text = rewrite_expected(skeleton, readings)
         return text, readings, len(self.tokenize_text(text))
@@ -254,19 +254,22 @@ class LlamaCppEngine:
                 scores[candidate] = total
         return scores
 
-    def _eval_to(self, tokens: Sequence[int]) -> np.ndarray:
-        """Bring the context to exactly ``tokens`` (reusing the cached prefix); last-position logits."""
+    def _eval_to(self, tokens: Sequence[int], *, copy: bool = True) -> np.ndarray:
+        """Bring the context to exactly ``tokens`` (reusing the cached prefix); last-position logits.
+
+        ``copy=False`` returns a view into llama.cpp's buffer, valid until the next evaluation (the
+        slot decoder reads a few entries at once, so it skips copying the whole vocabulary).
+        """
         llm = self._loaded().llm
         if len(tokens) >= self.n_ctx:
             raise ValueError(f"{len(tokens)} tokens do not fit the {self.n_ctx}-token context")
-        cached = llm.input_ids[: llm.n_tokens]
-        common = 0
-        limit = min(len(cached), len(tokens) - 1)  # re-evaluate at least one token to get logits
-        while common < limit and cached[common] == tokens[common]:
-            common += 1
+        limit = min(int(llm.n_tokens), len(tokens) - 1)  # re-evaluate at least one token to get logits
+        differs = np.nonzero(np.asarray(tokens[:limit], dtype=np.intc) != llm.input_ids[:limit])[0]
+        common = int(differs[0]) if differs.size else limit
         llm.n_tokens = common
         llm.eval(list(tokens[common:]))
-        return np.array(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)), copy=True)
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        return np.array(logits, copy=True) if copy else logits
 
     def _grammar(self, schema: dict[str, Any] | None) -> Any:
         if schema is None:

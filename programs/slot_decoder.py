@@ -165,8 +165,9 @@ def option_logprobs(logits_at: LogitsFn, context: Sequence[int], options: Sequen
         if len(next_tokens) == 1:
             step = {next_tokens[0]: 0.0}
         else:
-            scores = log_softmax(logits_at(context + prefix))[next_tokens]
-            scores = scores - _logsumexp(scores)
+            # renormalised over the allowed tokens only: the rest of the vocabulary cancels out
+            raw = np.asarray(logits_at(context + prefix)[next_tokens], dtype=np.float64)
+            scores = raw - _logsumexp(raw)
             step = dict(zip(next_tokens, scores.tolist()))
         for token in next_tokens:
             walk(prefix + [token], [i for i in pending if options[i][depth] == token], depth + 1, acc + step[token])

@@ -50,3 +50,30 @@ def test_tiny_experiment_lands_in_mlflow(tmp_path, monkeypatch):
     assert "{review}" in open(prompt).read()
     models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
     assert any(m.source_run_id == pe.info.run_id for m in models)
+
+    # export the best run by accuracy and load it back: same predictions as the run recorded
+    import json
+
+    import dspy
+
+    from experiments.export import export_run, find_run
+    from programs.lean_adapter import LeanAdapter
+    from programs.lm import make_lm
+    from programs.self_explain import SentimentProgram
+
+    run = find_run("selfx-tiny", metric="accuracy", run_id=pe.info.run_id, uri=uri)
+    lm = make_lm("local", cache=False)
+    exported = export_run(run, tmp_path / "export", lm)
+    assert {"program.json", "prompt.md", "messages.json", "README.md"} <= set(exported["files"])
+    loaded = mlflow.genai.load_prompt(exported["prompt"])
+    assert loaded.tags.get("source_run") == pe.info.run_id
+    program = SentimentProgram("PE", value_mode="expected")
+    program.load(str(tmp_path / "export" / "program.json"))
+    table = json.load(open(client.download_artifacts(pe.info.run_id, "examples.json", str(tmp_path))))
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    with dspy.context(lm=lm, adapter=LeanAdapter()):
+        again = [program(review=row["review"]).label for row in rows]
+    assert again == [row["prediction"] for row in rows]
+    model = mlflow.dspy.load_model([m for m in models if m.source_run_id == pe.info.run_id][0].model_uri)
+    with dspy.context(lm=lm, adapter=LeanAdapter()):
+        assert model(review=rows[0]["review"]).label == rows[0]["prediction"]
