@@ -57,18 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--program", default="all", help="P, PE, EP, PE-topk, EP-topk, a comma list, or all")
     evaluate.add_argument("--data", default="sst2", help="sst2 (default), huang2023, a .jsonl/.csv file or a dataset")
     evaluate.add_argument("--n", type=int, default=20, help="number of examples (default 20)")
-    evaluate.add_argument("--value-mode", default="sample", choices=["sample", "expected"],
-                          help="how importances are read on embedded models (default sample)")
-    evaluate.add_argument("--demos", type=int, default=0,
-                          help="few-shot demos: gold labels for P, teacher (own-occlusion) demos for P-E/E-P")
+    evaluate.add_argument("--value-mode", default=None, choices=["sample", "expected"],
+                          help="how importances are read on embedded models (default: the default setup's)")
+    evaluate.add_argument("--demos", type=int, default=None,
+                          help="few-shot demos: gold labels for P, teacher (own-occlusion) demos for P-E/E-P "
+                               "(default: the embedded default setup's, 0 for API models)")
     evaluate.add_argument("--demo-source", default="occlusion", choices=["occlusion", "self"],
                           help="explanations in P-E/E-P demos: the model's own occlusion (default) or its own "
                                "bootstrapped self-explanations")
     evaluate.add_argument("--with-occlusion", action="store_true",
                           help="also correlate full explanations with the model's own occlusion (probe, cached)")
-    evaluate.add_argument("--decision", default="generated",
+    evaluate.add_argument("--decision", default=None,
                           choices=["generated", "logprob", "contextual", "batch", "all"],
-                          help="label decision rule; all = every rule side by side from one pass")
+                          help="label decision rule; all = every rule side by side from one pass "
+                               "(default: the embedded default setup's, generated for API models)")
     evaluate.add_argument("--json", metavar="FILE", help="also write the report (keyed by program) as JSON")
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -267,6 +269,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from experiments.evaluate import evaluate
 
+    from programs.embedded_models import DEFAULT_SETUP
+
+    embedded = args.api_base is None and args.lm.startswith("local")
+    args.demos = args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0)
+    args.decision = args.decision or (DEFAULT_SETUP.decision if embedded else "generated")
+    args.value_mode = args.value_mode or DEFAULT_SETUP.value_mode
     report = evaluate(args.program, data=args.data, n=args.n, lm_spec=args.lm, api_base=args.api_base,
                       value_mode=args.value_mode, decision=args.decision, demos=args.demos,
                       demo_source=args.demo_source,

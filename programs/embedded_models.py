@@ -57,6 +57,19 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 DEFAULT_EMBEDDED = "smollm2-135m"
 
 
+@dataclass(frozen=True)
+class EmbeddedSetup:
+    """The default way to run a program on an embedded model, chosen by measurement (README)."""
+
+    demos: int = 16
+    decision: str = "batch"
+    value_mode: str = "expected"
+    adapter: str = "lean"
+
+
+DEFAULT_SETUP = EmbeddedSetup()
+
+
 def embedded_model(name: str) -> EmbeddedModel:
     try:
         return EMBEDDED_MODELS[name]

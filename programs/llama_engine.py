@@ -32,6 +32,7 @@ from programs.slot_decoder import (
     decode,
     greedy,
     log_softmax,
+    option_logprobs,
     readings_to_logprobs,
     rewrite_expected,
     sampler,
@@ -253,6 +254,17 @@ class LlamaCppEngine:
                     total += float(log_softmax(self._eval_to(base + tokens[:i]))[tokens[i]])
                 scores[candidate] = total
         return scores
+
+    def slot_logprobs(self, messages: Sequence[dict[str, str]], prefix: str, options: Sequence[str],
+                      closing: str = '"') -> dict[str, float]:
+        """The constrained distribution over ``options`` at a slot after ``prefix``, exactly as the
+        slot decoder reads it (same tokenisation, renormalised over the options)."""
+        context = self.prompt_tokens(messages) + self.tokenize_text(prefix)
+        tokenized = [self.tokenize_text(option + closing) for option in options]
+        with self._loaded().lock:
+            logprobs = option_logprobs(lambda tokens: self._eval_to(tokens, copy=False), context, tokenized,
+                                       [True] * len(options))
+        return dict(zip(options, logprobs.tolist()))
 
     def _eval_to(self, tokens: Sequence[int], *, copy: bool = True) -> np.ndarray:
         """Bring the context to exactly ``tokens`` (reusing the cached prefix); last-position logits.

@@ -12,6 +12,7 @@ from typing import Any, Literal, Sequence
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from programs.lean_adapter import LeanAdapter
 from programs.lm import is_embedded
 from programs.readout import label_log_probs, topk_size
 from programs.signatures import SIGNATURES
@@ -80,7 +81,7 @@ class SentimentProgram(dspy.Module):
             raise ValueError("batch calibration needs the texts of the calibration batch")
         decision, self.decision = self.decision, "generated"
         try:
-            odds = [label_log_odds(self(review=t)) for t in inputs]
+            odds = [self._label_slot_odds(t) for t in inputs]
         finally:
             self.decision = decision
         known = [o for o in odds if o is not None]
@@ -91,6 +92,21 @@ class SentimentProgram(dspy.Module):
                             "batch": batch_name or (f"content-free {list(CONTENT_FREE)}" if
                                                     self.decision == "contextual" else f"sha256:{digest}")}
         return self.calibration
+
+    def _label_slot_odds(self, review: str) -> float | None:
+        """Label log-odds of one input. When the label is the first thing decoded (P, P-E) on an
+        embedded model, one scoring pass at the label slot gives exactly what the decoder would read;
+        otherwise (E-P: the label follows the explanation) the program runs in full."""
+        lm = dspy.settings.lm
+        first = next(iter(self.predict.signature.output_fields))
+        if is_embedded(lm) and first == "label" and isinstance(dspy.settings.adapter, LeanAdapter):
+            inputs: dict[str, Any] = {"review": review}
+            if self.granularity == "topk":
+                inputs["k"] = topk_size(len(tokenize(review)), self.k_fraction)
+            messages = dspy.settings.adapter.format(self.predict.signature, self.predict.demos, inputs)
+            scores = lm.engine.slot_logprobs(messages, '{"label": "', ["negative", "positive"])
+            return scores["positive"] - scores["negative"]
+        return label_log_odds(self(review=review))
 
     def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().dump_state(*args, **kwargs)

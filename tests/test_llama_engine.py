@@ -114,3 +114,12 @@ def test_label_log_odds_read_while_decoding_equal_a_separate_scoring_pass(local_
     # log-odds at the point where the labels diverge (their first tokens), as the decoder reads them
     scored = engine.score_continuations(messages, '{"label": "', ["positive", "negative"])
     assert abs((read["positive"] - read["negative"]) - (scored["positive"] - scored["negative"])) < 1e-4
+
+
+def test_slot_logprobs_equal_the_decoders_reading(local_lm, engine):
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = dspy.Predict(Sentiment)(review=REVIEWS[2], config={"logprobs": True, "top_logprobs": 20})
+    read = {t["token"]: t["logprob"] for t in prediction.logprobs["content"][0]["top_logprobs"]}
+    messages = LeanAdapter().format(Sentiment, [], {"review": REVIEWS[2]})
+    separate = engine.slot_logprobs(messages, '{"label": "', ["negative", "positive"])
+    assert abs(read["positive"] - separate["positive"]) < 1e-4 and abs(read["negative"] - separate["negative"]) < 1e-4
