@@ -1,0 +1,49 @@
+"""A tiny optimisation on the embedded model: trials as nested runs, a Pareto front, a resumable study."""
+
+import pytest
+
+from experiments.config import load_config
+from experiments.optimize import optimize
+from tests.conftest import require_shared
+
+pytestmark = pytest.mark.model
+
+TINY = """
+name: tinyopt
+lm: local
+data: {source: sst2, train_n: 4, dev_n: 3, test_n: 3}
+measure: {mode: corrected, probe: logprob, faithfulness_n: 2}
+search:
+  trials: 2
+  objectives: [accuracy, comprehensiveness_bins]
+  storage: sqlite:///STORE/optuna.db
+  space:
+    program: [PE-topk, PE]
+    demos: [0]
+    decision: [generated]
+    optimizer: [none, bootstrap]
+"""
+
+
+def test_tiny_study_logs_trials_and_resumes(tmp_path, monkeypatch):
+    require_shared("sst2", "validation.jsonl")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "opt.yaml").write_text(TINY.replace("STORE", str(tmp_path)))
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    config = load_config(tmp_path / "opt.yaml")
+    result = optimize(config, uri=uri, progress=False)
+    assert result["trials"] == 2 and result["pareto"]
+    assert "paper" in result["held_out"] and "accuracy_ci_low" in result["held_out"]["paper"]
+
+    import mlflow
+
+    experiment = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("selfx-tinyopt-optimize")
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    trials = [r for r in runs if "trial" in r.data.metrics]
+    assert len(trials) == 2
+    assert all(r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"] for r in trials)
+    parent_files = {f.path for f in mlflow.MlflowClient(tracking_uri=uri).list_artifacts(result["parent_run_id"])}
+    assert "pareto.png" in parent_files
+    again = optimize(config, uri=uri, progress=False)  # the study resumes: its budget is already spent
+    assert again["trials"] == 2
