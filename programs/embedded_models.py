@@ -54,7 +54,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     ),
 }
 
-DEFAULT_EMBEDDED = "smollm2-135m"
+DEFAULT_EMBEDDED = "gemma3-270m"  # measured: see README (P 0.92, P-E 0.895 with 16 demos, batch)
 
 
 @dataclass(frozen=True)
