@@ -21,7 +21,7 @@ import dspy
 from experiments.config import ExperimentConfig, Variant
 from experiments.faithfulness_run import sentence_faithfulness
 from experiments.run import adapter_for, build_program, evaluate_variant, log_variant
-from experiments.tracking import tracking_uri
+from experiments.tracking import use_experiment
 from metrics.modes import metric_mode
 from metrics.stats import mcnemar, mean_ci, paired_bootstrap
 from programs.lm import make_lm
@@ -117,21 +117,12 @@ def dev_objectives(program: SentimentProgram, variant: Variant, lm: Any, dev: Se
 
 
 def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool = True) -> dict[str, Any]:
-    import os
-
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import mlflow
     import optuna
 
     from experiments.run import splits
 
-    mlflow.set_tracking_uri(tracking_uri(uri or config.tracking_uri))
     experiment = f"selfx-{config.name}-optimize"
-    if mlflow.get_experiment_by_name(experiment) is None:
-        root = Path("mlruns").resolve()
-        mlflow.create_experiment(experiment, artifact_location=(root / experiment).as_uri()
-                                 if mlflow.get_tracking_uri().startswith("sqlite") else None)
-    mlflow.set_experiment(experiment)
+    mlflow = use_experiment(uri or config.tracking_uri, experiment)
     lm = make_lm(config.lm, api_base=config.api_base, cache=True)
     cache = ProbeCache()
     train, dev, test = splits(config)

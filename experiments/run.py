@@ -21,7 +21,7 @@ import dspy
 
 from experiments.config import ExperimentConfig, Variant
 from experiments.faithfulness_run import aggregate, sentence_faithfulness
-from experiments.tracking import metric_key, tracking_uri
+from experiments.tracking import metric_key, use_experiment
 from metrics.accuracy import accuracy
 from metrics.agreement import agreement
 from metrics.calibration import brier_score, expected_calibration_error
@@ -228,18 +228,9 @@ def log_variant(mlflow: Any, program: SentimentProgram, variant: Variant, lm: An
 
 def run_experiment(config: ExperimentConfig, *, uri: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate every variant of a config; returns the parent run id and each variant's run and metrics."""
-    import os
 
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri(uri or config.tracking_uri))
     experiment = f"selfx-{config.name}"
-    if mlflow.get_experiment_by_name(experiment) is None:
-        root = Path("mlruns").resolve()
-        mlflow.create_experiment(experiment, artifact_location=(root / experiment).as_uri()
-                                 if mlflow.get_tracking_uri().startswith("sqlite") else None)
-    mlflow.set_experiment(experiment)
+    mlflow = use_experiment(uri or config.tracking_uri, experiment)
     lm = make_lm(config.lm, api_base=config.api_base, cache=True)
     cache = ProbeCache()
     _, dev, test = splits(config)

@@ -24,7 +24,8 @@ def tracking_uri(uri: str | None = None) -> str:
     return f"sqlite:///{DEFAULT_DIR}/mlflow.db"
 
 
-def _setup(uri: str | None, experiment: str) -> Any:
+def use_experiment(uri: str | None, experiment: str) -> Any:
+    """Point MLflow at the store and experiment (created with artifacts beside a SQLite store); returns mlflow."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import mlflow
 
@@ -46,7 +47,7 @@ def metric_key(name: str) -> str:
 def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: dict[str, float | None],
             artifacts: Iterable[Path] = (), tags: dict[str, str] | None = None, uri: str | None = None) -> str:
     """One run with params, finite metrics and artifact files; returns its run id."""
-    mlflow = _setup(uri, experiment)
+    mlflow = use_experiment(uri, experiment)
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         finite = {metric_key(k): float(v) for k, v in metrics.items()
