@@ -10,7 +10,7 @@ pytestmark = pytest.mark.model
 
 TINY = """
 name: tinyopt
-lm: local
+lm: local:smollm2-135m
 data: {source: sst2, train_n: 4, dev_n: 3, test_n: 3}
 measure: {mode: corrected, probe: logprob, faithfulness_n: 2}
 search:

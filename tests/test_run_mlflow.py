@@ -10,7 +10,7 @@ pytestmark = pytest.mark.model
 
 TINY = """
 name: tiny
-lm: local
+lm: local:smollm2-135m
 data: {source: sst2, train_n: 0, dev_n: 3, test_n: 3}
 variants:
   - {program: P, decision: batch}
@@ -62,7 +62,7 @@ def test_tiny_experiment_lands_in_mlflow(tmp_path, monkeypatch):
     from programs.self_explain import SentimentProgram
 
     run = find_run("selfx-tiny", metric="accuracy", run_id=pe.info.run_id, uri=uri)
-    lm = make_lm("local", cache=False)
+    lm = make_lm("local:smollm2-135m", cache=False)
     exported = export_run(run, tmp_path / "export", lm)
     assert {"program.json", "prompt.md", "messages.json", "README.md"} <= set(exported["files"])
     loaded = mlflow.genai.load_prompt(exported["prompt"])
