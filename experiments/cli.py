@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how perturbed texts are scored (default logprob: one forward pass)")
     study.add_argument("--value-mode", default="expected", choices=["sample", "expected"])
     study.add_argument("--lime-samples", type=int, default=10, help="LIME samples per token (default 10)")
+    study.add_argument("--cache", default=".selfx-cache/probe.sqlite", metavar="FILE",
+                       help="the probe's answer cache (default .selfx-cache/probe.sqlite)")
     study.add_argument("--out", default="results", metavar="DIR")
     study.add_argument("--json", metavar="FILE")
     study.add_argument("--tracking-uri", default=None)
@@ -217,7 +219,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from experiments.study import live_study
 
     report = live_study(lm_spec=args.lm, api_base=args.api_base, data=args.data, n=args.n, mode_name=args.mode,
-                        probe_mode=args.probe, value_mode=args.value_mode, lime_samples_per_token=args.lime_samples)
+                        probe_mode=args.probe, value_mode=args.value_mode, lime_samples_per_token=args.lime_samples,
+                        cache_path=args.cache)
     print(markdown_tables(report))
     print(f"wall time {report['wall_seconds']:.1f} s; probe: {report['probe_stats']}")
     files = write_outputs({**report, "model": f"live-{report['model']}"}, Path(args.out))
