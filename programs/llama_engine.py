@@ -13,6 +13,7 @@ in-process model needs:
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import threading
@@ -51,6 +52,14 @@ class _Loaded:
 
 _LOADED: dict[str, _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    # Free the models while llama.cpp's bindings still exist; at interpreter teardown they may not.
+    for loaded in _LOADED.values():
+        loaded.llm.close()
+    _LOADED.clear()
 
 
 def _load(path: str, chat: bool, n_ctx: int) -> _Loaded:
