@@ -11,7 +11,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from programs.data import load_examples
 from programs.lean_adapter import LeanAdapter
-from programs.lm import describe_lm, is_embedded, make_lm
+from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
 from programs.signatures import Sentiment
 
 
@@ -44,7 +44,7 @@ def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, d
                 parsed += 1
                 positives += prediction.label == "positive"
                 correct += int(prediction.label == "positive") == example.label
-            tokens += sum(_total_tokens(entry) for entry in lm.history[history_before:])
+            tokens += history_tokens(lm.history[history_before:])
             if progress and sys.stderr.isatty():
                 print(f"\rcheck-lm {i}/{len(examples)}", end="", file=sys.stderr, flush=True)
     if progress and sys.stderr.isatty():
@@ -61,8 +61,3 @@ def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, d
         "tokens_per_example": tokens / len(examples),
         "failures": failures,
     }
-
-
-def _total_tokens(entry: dict[str, Any]) -> int:
-    usage = entry.get("usage") or {}
-    return int(usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)))

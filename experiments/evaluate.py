@@ -18,7 +18,7 @@ from metrics.stats import mean_ci
 from programs.data import load_examples
 from programs.demos import make_demos, pick_examples
 from programs.lean_adapter import LeanAdapter
-from programs.lm import describe_lm, is_embedded, make_lm
+from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
 from programs.explainers.occlusion import Occlusion
 from programs.probe import Probe, ProgramProbe
 from programs.probe_cache import ProbeCache
@@ -91,7 +91,7 @@ def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm:
     attributions = [r[1] for r in results if r[1] is not None]
     acc, scored = accuracy([a.label_int for a in answers], [e.label for e in examples])
     failures = [a for a in answers if not a.ok]
-    tokens = sum(_tokens(entry) for entry in lm.history[history_start:])
+    tokens = history_tokens(lm.history[history_start:])
     summary: dict[str, Any] = {
         "n": len(examples),
         "accuracy": acc,
@@ -204,8 +204,3 @@ def _demos(name: str, k: int, seed: int, lm: Any, source: str = "occlusion") -> 
     probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=ProbeCache())
     return make_demos(name, examples, source="occlusion", probe=probe,
                       p_source="logprob" if is_embedded(lm) else "stated")
-
-
-def _tokens(entry: dict[str, Any]) -> int:
-    usage = entry.get("usage") or {}
-    return int(usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)))

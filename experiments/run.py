@@ -32,7 +32,7 @@ from programs.data import load_examples
 from programs.demos import make_demos, pick_examples
 from programs.explainers import explainer
 from programs.lean_adapter import LeanAdapter
-from programs.lm import describe_lm, is_embedded, make_lm
+from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.readout import to_answer, to_attribution
@@ -120,7 +120,7 @@ def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test:
         "brier_stated": brier_score([a.p_positive["stated"] for a, _ in ok], [y for _, y in ok]) if ok else None,
         "wall_seconds": seconds, "seconds_per_example": seconds / len(test),
         "lm_calls": len(lm.history) - history_start,
-        "tokens": sum(int((h.get("usage") or {}).get("total_tokens") or 0) for h in lm.history[history_start:]),
+        "tokens": history_tokens(lm.history[history_start:]),
     }
     metrics["accuracy"] = acc
     with_logprob = [(a, y) for a, y in ok if "logprob" in a.p_positive]
@@ -231,7 +231,6 @@ def log_variant(mlflow: Any, program: SentimentProgram, variant: Variant, lm: An
 
 def run_experiment(config: ExperimentConfig, *, uri: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate every variant of a config; returns the parent run id and each variant's run and metrics."""
-
     experiment = f"selfx-{config.name}"
     mlflow = use_experiment(uri or config.tracking_uri, experiment)
     lm = make_lm(config.lm, api_base=config.api_base, cache=True)

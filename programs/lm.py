@@ -95,6 +95,15 @@ def describe_lm(lm: Any) -> dict[str, str]:
     return {"backend": lm.model.split("/", 1)[0], "model": lm.model}
 
 
+def history_tokens(entries: Any) -> int:
+    """Tokens used by a slice of ``lm.history`` (total, or prompt + completion when no total was given)."""
+    total = 0
+    for entry in entries:
+        usage = entry.get("usage") or {}
+        total += int(usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)))
+    return total
+
+
 def is_embedded(lm: Any) -> bool:
     from programs.llama_engine import LlamaCppEngine
 
