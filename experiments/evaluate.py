@@ -16,7 +16,7 @@ from metrics.accuracy import accuracy, auc
 from metrics.calibration import expected_calibration_error
 from metrics.stats import mean_ci
 from programs.data import load_examples
-from programs.demos import make_demos, pick_examples
+from programs.demos import build_demos
 from programs.lean_adapter import LeanAdapter
 from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
 from programs.explainers.occlusion import Occlusion
@@ -169,7 +169,9 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
         program = SentimentProgram(name, value_mode=value_mode,
                                    decision="generated" if decision == "all" else decision)
         if demos:
-            program.predict.demos = _demos(name, demos, demo_seed, lm, demo_source)
+            with dspy.context(lm=lm, adapter=adapter):
+                program.predict.demos = build_demos(name, demos, lm=lm, source=demo_source, seed=demo_seed,
+                                                    cache=ProbeCache())
         if program.decision in ("contextual", "batch"):
             with dspy.context(lm=lm, adapter=adapter):
                 program.calibrate([e.text for e in examples], batch_name=f"{data}:validation[:{len(examples)}]")
@@ -189,18 +191,3 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
         row.pop("_labels", None)
         report[name] = row
     return report
-
-
-def _demos(name: str, k: int, seed: int, lm: Any, source: str = "occlusion") -> list[dspy.Example]:
-    """Gold-label demos for P; teacher demos (the model's own occlusion, cached) or bootstrapped
-    self-explanations for explaining programs."""
-    examples = pick_examples(k, seed=seed)
-    if name == "P":
-        return make_demos("P", examples, source="label")
-    if source == "self":
-        adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
-        with dspy.context(lm=lm, adapter=adapter):
-            return make_demos(name, examples, source="self")
-    probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=ProbeCache())
-    return make_demos(name, examples, source="occlusion", probe=probe,
-                      p_source="logprob" if is_embedded(lm) else "stated")

@@ -29,7 +29,7 @@ from metrics.faithfulness import rank_positions
 from metrics.modes import metric_mode
 from metrics.stats import mean_ci
 from programs.data import load_examples
-from programs.demos import make_demos, pick_examples
+from programs.demos import build_demos
 from programs.explainers import explainer
 from programs.lean_adapter import LeanAdapter
 from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
@@ -60,15 +60,8 @@ def build_program(variant: Variant, lm: Any, dev: Sequence[Example], cache: Prob
     adapter = adapter_for(variant.adapter)
     with dspy.context(lm=lm, adapter=adapter):
         if variant.demos:
-            chosen = pick_examples(variant.demos, seed=seed)
-            if variant.program == "P":
-                program.predict.demos = make_demos("P", chosen, source="label")
-            elif variant.demo_source == "self":
-                program.predict.demos = make_demos(variant.program, chosen, source="self")
-            else:
-                probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=cache)
-                program.predict.demos = make_demos(variant.program, chosen, source="occlusion", probe=probe,
-                                                   p_source="logprob" if is_embedded(lm) else "stated")
+            program.predict.demos = build_demos(variant.program, variant.demos, lm=lm, source=variant.demo_source,
+                                                seed=seed, cache=cache)
         if variant.decision in ("contextual", "batch"):
             if variant.decision == "batch" and not dev:
                 raise ValueError("decision 'batch' needs a calibration batch: set data.dev_n > 0")

@@ -12,13 +12,14 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Any, Sequence
 
 import dspy
 
 from programs.data import load_examples
 from programs.explainers.occlusion import Occlusion
 from programs.probe import Probe
+from programs.probe_cache import ProbeCache
 from programs.readout import topk_size
 from programs.types import LABELS, Example
 
@@ -38,6 +39,25 @@ def pick_examples(k: int, *, seed: int = 0, data: str = "sst2", max_tokens: int 
     chosen = positives + negatives
     rng.shuffle(chosen)
     return chosen
+
+
+def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion", seed: int = 0,
+                cache: ProbeCache | None = None) -> list[dspy.Example]:
+    """k demos for a program: gold labels for P; for explaining programs, teacher demos (the model's own
+    occlusion through a cached logprob probe) or bootstrapped self-explanations (``source="self"``, run
+    under the caller's ``dspy.context``)."""
+    examples = pick_examples(k, seed=seed)
+    if program_name == "P":
+        return make_demos("P", examples, source="label")
+    if source == "self":
+        return make_demos(program_name, examples, source="self")
+    from programs.lm import is_embedded
+    from programs.probe import ProgramProbe
+    from programs.self_explain import SentimentProgram
+
+    probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=cache)
+    return make_demos(program_name, examples, source="occlusion", probe=probe,
+                      p_source="logprob" if is_embedded(lm) else "stated")
 
 
 def make_demos(program_name: str, examples: Sequence[Example], *, source: str = "label",
