@@ -24,12 +24,20 @@ from metrics.faithfulness import (
 from metrics.modes import MetricMode
 from metrics.stats import mean_ci
 from programs.perturb import delete, keep, perturb
-from programs.types import Answer
+from programs.types import Answer, Attribution
 
 EXPLANATIONS = ("self", "topk", "occlusion", "lime")
 FAITHFULNESS_METRICS = ("comprehensiveness", "sufficiency", "comprehensiveness_bins", "sufficiency_bins",
                         "df_mit", "df_frac", "rankdel")
 Lookup = Callable[[Sequence[str]], Sequence[Answer | None]]
+
+
+def values_and_ranking(attribution: Attribution | None, n: int) -> tuple[list[float | None], list[int] | None]:
+    """An explanation as the metric functions take it: values per position (None = none given) and,
+    for ranking-only explanations (top-k), the ranking."""
+    if attribution is None:  # a failed answer: no explanation for this sentence
+        return [None] * n, None
+    return list(attribution.values), (list(attribution.ranking) if attribution.ranking is not None else None)
 
 
 def to_reply(answer: Answer | None, p_source: str) -> Reply | None:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import dspy
 
 from experiments.config import ExperimentConfig, Variant
-from experiments.faithfulness_run import sentence_faithfulness
+from experiments.faithfulness_run import sentence_faithfulness, values_and_ranking
 from experiments.run import adapter_for, build_program, evaluate_variant, log_variant
 from experiments.tracking import use_experiment
 from metrics.modes import metric_mode
@@ -102,8 +102,7 @@ def dev_objectives(program: SentimentProgram, variant: Variant, lm: Any, dev: Se
         attribution = to_attribution(prediction, example.text)
         if attribution is None:
             continue
-        ranking = list(attribution.ranking) if attribution.ranking is not None else None
-        values = list(attribution.values) if ranking is None else [None] * len(example.tokens)
+        values, ranking = values_and_ranking(attribution, len(example.tokens))
         rows.append(sentence_faithfulness(list(example.tokens), values, ranking, original, probe.answers, mode,
                                           p_source=source, topk_single_step=ranking is not None, seed=i,
                                           bins_only=ranking is None))

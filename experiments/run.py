@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import dspy
 
 from experiments.config import ExperimentConfig, Variant
-from experiments.faithfulness_run import aggregate, sentence_faithfulness
+from experiments.faithfulness_run import aggregate, sentence_faithfulness, values_and_ranking
 from experiments.tracking import metric_key, use_experiment
 from metrics.accuracy import accuracy
 from metrics.agreement import agreement
@@ -153,8 +153,7 @@ def faithfulness_metrics(test: Sequence[Example], answers: Sequence, attribution
             if attribution is None:
                 rows.append({})
                 continue
-            values = list(attribution.values) if attribution.ranking is None else [None] * len(example.tokens)
-            ranking = list(attribution.ranking) if attribution.ranking is not None else None
+            values, ranking = values_and_ranking(attribution, len(example.tokens))
             rows.append(sentence_faithfulness(list(example.tokens), values, ranking, original, probe.answers, mode,
                                               p_source=source, topk_single_step=ranking is not None,
                                               seed=config.seed + i))

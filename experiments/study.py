@@ -12,7 +12,13 @@ from typing import Any, Sequence
 
 import dspy
 
-from experiments.faithfulness_run import FAITHFULNESS_METRICS, aggregate, agreement_table, sentence_faithfulness
+from experiments.faithfulness_run import (
+    FAITHFULNESS_METRICS,
+    aggregate,
+    agreement_table,
+    sentence_faithfulness,
+    values_and_ranking,
+)
 from metrics.modes import MetricMode, metric_mode
 from programs.data import load_examples
 from programs.explainers import explainer
@@ -29,14 +35,6 @@ def _self_explanations(program: SentimentProgram, examples: Sequence[Example], l
     adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
     with dspy.context(lm=lm, adapter=adapter):
         return [to_attribution(program(review=e.text), e.text) for e in examples]
-
-
-def _as_pair(attribution: Attribution | None, n: int) -> tuple[list[float | None], list[int] | None]:
-    if attribution is None:  # a failed answer: no explanation for this sentence
-        return [None] * n, None
-    if attribution.ranking is not None:
-        return list(attribution.values), list(attribution.ranking)
-    return list(attribution.values), None
 
 
 def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str = "huang2023", n: int = 100,
@@ -58,8 +56,9 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
         probe = ProgramProbe(program, lm, mode=probe_mode, cache=cache)
         originals = probe.answers([e.text for e in examples])
         explanations = {
-            "self": [_as_pair(a, len(t)) for a, t in zip(_self_explanations(program, examples, lm), tokens)],
-            "topk": [_as_pair(a, len(t)) for a, t in
+            "self": [values_and_ranking(a, len(t)) for a, t in
+                     zip(_self_explanations(program, examples, lm), tokens)],
+            "topk": [values_and_ranking(a, len(t)) for a, t in
                      zip(_self_explanations(SentimentProgram(topk), examples, lm), tokens)],
         }
         for kind, options in (("occlusion", {"p_source": source, "failure_as_default": mode.failure_as_default}),
@@ -67,7 +66,7 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
                                         "samples_per_token": lime_samples_per_token}),
                               ("random", {"seed": seed})):
             made = explainer(kind, **options)
-            explanations[kind] = [_as_pair(made.explain(t, probe), len(t)) for t in tokens]
+            explanations[kind] = [values_and_ranking(made.explain(t, probe), len(t)) for t in tokens]
         for kind, items in explanations.items():
             rows = [sentence_faithfulness(t, values, ranking, original, probe.answers, mode, p_source=source,
                                           topk_single_step=(kind == "topk" and not mode.noise), seed=seed + i)
