@@ -103,10 +103,9 @@ class ProgramProbe:
 
     def _label_slot(self, text: str) -> Answer:
         messages = self.adapter.format(SIGNATURES["P"], self.program.predict.demos, {"review": text})
-        scores = self.lm.engine.score_continuations(messages, '{"label": "', list(LABELS))
-        top = max(scores.values())
-        norm = top + math.log(sum(math.exp(v - top) for v in scores.values()))
-        p = {label: math.exp(score - norm) for label, score in scores.items()}
+        # the same reading the slot decoder makes: label options renormalised at the label slot
+        logprobs = self.lm.engine.slot_logprobs(messages, '{"label": "', list(LABELS))
+        p = {label: math.exp(lp) for label, lp in logprobs.items()}
         label = max(p, key=p.get)
         return Answer(label=label, confidence=p[label], p_positive={"logprob": p["positive"]},
-                      info={"label_logprobs": {k: v - norm for k, v in scores.items()}})
+                      info={"label_logprobs": logprobs})

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from scipy.special import logsumexp
+
 from programs.types import LABELS, Answer, Attribution, stated_p_positive, tokenize
 
 
@@ -115,8 +117,8 @@ def label_log_probs(logprobs: Any) -> dict[str, float] | None:
                 mass.setdefault(label, []).append(float(alternative["logprob"]))
         if set(mass) != set(LABELS):
             return None
-        totals = {label: _logsumexp(values) for label, values in mass.items()}
-        norm = _logsumexp(list(totals.values()))
+        totals = {label: float(logsumexp(values)) for label, values in mass.items()}
+        norm = float(logsumexp(list(totals.values())))
         return {label: value - norm for label, value in totals.items()}
     return None
 
@@ -125,11 +127,6 @@ def _label_of(token: str) -> str | None:
     piece = token.strip().strip('"').lower()
     matches = [label for label in LABELS if piece and label.startswith(piece)]
     return matches[0] if len(matches) == 1 else None
-
-
-def _logsumexp(values: Sequence[float]) -> float:
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def to_answer(prediction: Any) -> Answer:

@@ -100,10 +100,7 @@ class SentimentProgram(dspy.Module):
         lm = dspy.settings.lm
         first = next(iter(self.predict.signature.output_fields))
         if is_embedded(lm) and first == "label" and isinstance(dspy.settings.adapter, LeanAdapter):
-            inputs: dict[str, Any] = {"review": review}
-            if self.granularity == "topk":
-                inputs["k"] = topk_size(len(tokenize(review)), self.k_fraction)
-            messages = dspy.settings.adapter.format(self.predict.signature, self.predict.demos, inputs)
+            messages = dspy.settings.adapter.format(self.predict.signature, self.predict.demos, self._inputs(review))
             scores = lm.engine.slot_logprobs(messages, '{"label": "', ["negative", "positive"])
             return scores["positive"] - scores["negative"]
         return label_log_odds(self(review=review))
@@ -131,10 +128,15 @@ class SentimentProgram(dspy.Module):
     def granularity(self) -> str | None:
         return None if self.name == "P" else ("topk" if self.name.endswith("topk") else "full")
 
-    def forward(self, review: str) -> dspy.Prediction:
+    def _inputs(self, review: str) -> dict[str, Any]:
+        """The predictor's inputs for a review (top-k programs also get their k)."""
         inputs: dict[str, Any] = {"review": review}
         if self.granularity == "topk":
             inputs["k"] = topk_size(len(tokenize(review)), self.k_fraction)
+        return inputs
+
+    def forward(self, review: str) -> dspy.Prediction:
+        inputs = self._inputs(review)
         config: dict[str, Any] = {"logprobs": True, "top_logprobs": 20}
         bias = self.label_bias
         embedded = is_embedded(dspy.settings.lm)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
+from scipy.special import logsumexp
 
 UNSIGNED_GRID = tuple(f"{i / 10:.1f}" for i in range(11))
 SIGNED_GRID = tuple(f"-{i / 10:.1f}" for i in range(10, 0, -1)) + UNSIGNED_GRID
@@ -34,8 +35,8 @@ class Fixed:
 
 @dataclass(frozen=True)
 class Slot:
-    """A choice among options. ``kind`` is "enum", "number" or "word"; ``unique`` excludes options
-    already chosen in the same group (top-k words are distinct)."""
+    """A choice among options. ``kind`` is "enum", "number" or "word"; slots sharing a ``group``
+    exclude options already chosen in that group (top-k words are distinct)."""
 
     kind: str
     options: tuple[str, ...]
@@ -167,7 +168,7 @@ def option_logprobs(logits_at: LogitsFn, context: Sequence[int], options: Sequen
         else:
             # renormalised over the allowed tokens only: the rest of the vocabulary cancels out
             raw = np.asarray(logits_at(context + prefix)[next_tokens], dtype=np.float64)
-            scores = raw - _logsumexp(raw)
+            scores = raw - logsumexp(raw)
             step = dict(zip(next_tokens, scores.tolist()))
         for token in next_tokens:
             walk(prefix + [token], [i for i in pending if options[i][depth] == token], depth + 1, acc + step[token])
@@ -276,7 +277,3 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - float(np.max(logits))
     return shifted - np.log(np.exp(shifted).sum())
 
-
-def _logsumexp(values: np.ndarray) -> float:
-    top = float(np.max(values))
-    return top + float(np.log(np.exp(values - top).sum()))
