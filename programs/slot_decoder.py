@@ -184,6 +184,13 @@ def decode(segments: Sequence[Segment], prompt: Sequence[int], *, tokenize: Call
     text: list[str] = []
     readings: list[Reading] = []
     used: dict[int, set[int]] = {}
+    known: dict[str, list[int]] = {}  # option tokens: a 21-value grid recurs at every number slot
+
+    def tokens_of(option: str) -> list[int]:
+        if option not in known:
+            known[option] = tokenize(option)
+        return known[option]
+
     for segment in segments:
         if isinstance(segment, Fixed):
             context += tokenize(segment.text)
@@ -191,7 +198,7 @@ def decode(segments: Sequence[Segment], prompt: Sequence[int], *, tokenize: Call
             continue
         taken = used.setdefault(segment.group, set()) if segment.group is not None else set()
         allowed = [i not in taken for i in range(len(segment.options))]
-        tokenized = [tokenize(option + segment.closing) for option in segment.options]
+        tokenized = [tokens_of(option + segment.closing) for option in segment.options]
         logprobs = option_logprobs(logits_at, context, tokenized, allowed)
         chosen = choose(segment, logprobs)
         taken.add(chosen)
