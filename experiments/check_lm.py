@@ -10,14 +10,9 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from programs.data import load_examples
-from programs.lean_adapter import LeanAdapter
-from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
+from programs.lean_adapter import default_adapter
+from programs.lm import describe_lm, history_tokens, make_lm
 from programs.signatures import Sentiment
-
-
-def default_adapter(lm: Any) -> dspy.Adapter:
-    """Lean prompts for embedded models; DSPy's JSONAdapter for API models."""
-    return LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
 
 
 def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, data: str = "sst2",

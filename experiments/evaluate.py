@@ -17,7 +17,7 @@ from metrics.calibration import expected_calibration_error
 from metrics.stats import mean_ci
 from programs.data import load_examples
 from programs.demos import build_demos
-from programs.lean_adapter import LeanAdapter
+from programs.lean_adapter import default_adapter
 from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
 from programs.explainers.occlusion import Occlusion
 from programs.probe import Probe, ProgramProbe
@@ -65,7 +65,7 @@ def explanation_quality(examples: Sequence[Example], attributions: Sequence[Attr
 def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm: Any, *,
                      threads: int = 1, progress: bool = True, occlusion_probe: Probe | None = None) -> dict[str, Any]:
     """Run one program on every example; failures are counted and excluded from accuracy."""
-    adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
+    adapter = default_adapter(lm)
     history_start = len(lm.history)
 
     durations: list[float] = []
@@ -163,7 +163,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
     examples = load_examples(data, split="validation", n=n)
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
     threads = 1 if is_embedded(lm) else 8
-    adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
+    adapter = default_adapter(lm)
     report: dict[str, Any] = {}
     for name in resolve_programs(programs):
         program = SentimentProgram(name, value_mode=value_mode,

@@ -22,8 +22,8 @@ from experiments.faithfulness_run import (
 from metrics.modes import MetricMode, metric_mode
 from programs.data import load_examples
 from programs.explainers import explainer
-from programs.lean_adapter import LeanAdapter
-from programs.lm import describe_lm, is_embedded, make_lm
+from programs.lean_adapter import default_adapter
+from programs.lm import describe_lm, make_lm
 from programs.probe import ProgramProbe
 from programs.probe_cache import DEFAULT_CACHE, ProbeCache
 from programs.readout import to_attribution
@@ -32,8 +32,7 @@ from programs.types import Attribution, Example
 
 
 def _self_explanations(program: SentimentProgram, examples: Sequence[Example], lm: Any) -> list[Attribution | None]:
-    adapter = LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
-    with dspy.context(lm=lm, adapter=adapter):
+    with dspy.context(lm=lm, adapter=default_adapter(lm)):
         return [to_attribution(program(review=e.text), e.text) for e in examples]
 
 

@@ -106,6 +106,13 @@ class LeanAdapter(dspy.Adapter):
         return {name: getattr(answer, name) for name in signature.output_fields}
 
 
+def default_adapter(lm: Any) -> dspy.Adapter:
+    """Lean prompts for embedded models; DSPy's JSONAdapter for API models."""
+    from programs.lm import is_embedded
+
+    return LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter()
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, pydantic.BaseModel):
         return value.model_dump()

@@ -21,7 +21,7 @@ from typing import Any, Protocol, Sequence
 
 import dspy
 
-from programs.lean_adapter import LeanAdapter
+from programs.lean_adapter import default_adapter
 from programs.lm import describe_lm, is_embedded
 from programs.probe_cache import ProbeCache, cache_key
 from programs.readout import to_answer
@@ -69,7 +69,7 @@ class ProgramProbe:
         self.lm = lm
         self.mode = mode
         self.cache = cache
-        self.adapter = adapter or (LeanAdapter() if is_embedded(lm) else dspy.JSONAdapter())
+        self.adapter = adapter or default_adapter(lm)
         self.program = program if mode == "same-program" else SentimentProgram("P", value_mode=program.value_mode)
         lm_id = describe_lm(lm)
         self._key_parts = (lm_id["backend"], lm_id["model"], program_fingerprint(self.program), mode,
