@@ -244,7 +244,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from experiments.replay import ablation_markdown, markdown_tables, replay_study, switch_ablation, write_outputs
+    from experiments.replay import (
+        ablation_markdown,
+        markdown_tables,
+        replay_study,
+        switch_ablation,
+        write_outputs,
+    )
 
     if args.differences:
         text = ablation_markdown({m: switch_ablation(m) for m in ("llama3", "gpt4o")})
@@ -271,10 +277,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from experiments.evaluate import evaluate
-
     from programs.embedded_models import DEFAULT_SETUP
+    from programs.lm import parse_lm_spec
 
-    embedded = args.api_base is None and args.lm.startswith("local")
+    embedded = parse_lm_spec(args.lm, args.api_base).backend == "local"
     args.demos = args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0)
     args.decision = args.decision or (DEFAULT_SETUP.decision if embedded else "generated")
     args.value_mode = args.value_mode or DEFAULT_SETUP.value_mode

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from statistics import median
 from concurrent.futures import ThreadPoolExecutor
+from statistics import median
 from typing import Any, Sequence
 
 import dspy
@@ -17,9 +17,9 @@ from metrics.calibration import expected_calibration_error
 from metrics.stats import mean_ci
 from programs.data import load_examples
 from programs.demos import build_demos
+from programs.explainers.occlusion import Occlusion
 from programs.lean_adapter import default_adapter
 from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
-from programs.explainers.occlusion import Occlusion
 from programs.probe import Probe, ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.readout import to_answer, to_attribution

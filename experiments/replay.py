@@ -25,7 +25,6 @@ from programs.data import DataError, load_examples, shared_data_dir
 from programs.explainers.random import RandomExplainer
 from programs.replay import REPLAY_MODELS, ReplayProbe
 
-
 _FILES = {"self": "self_expl_{o}", "topk": "topk_{o}", "occlusion": "occlusion_{o}", "lime": "lime_{o}"}
 _ORDER_TAGS = {"P-E": "pe", "E-P": "ep"}
 
