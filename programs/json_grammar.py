@@ -33,7 +33,7 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     from llama_cpp.llama_grammar import SchemaConverter
 
     class _BoundedConverter(SchemaConverter):
-        def visit(self, schema: dict[str, Any], name: str) -> str:  # noqa: D401 - llama.cpp's hook
+        def visit(self, schema: dict[str, Any], name: str) -> str:
             bounds = unit_interval_bounds(schema)
             if bounds is None:
                 return super().visit(schema, name)

@@ -31,7 +31,6 @@ def test_ep_prompt_asks_for_the_explanation_before_the_label():
 
 
 def test_schema_skeleton_is_the_reviews_tokens_repeated_words_included():
-    schema = LeanAdapter().format  # noqa: F841 - the refined schema is what the engine receives
     from programs.lean_adapter import output_schema
 
     refined = refine_schema(output_schema(SIGNATURES["EP"]), {"review": "good , very good"})
