@@ -24,7 +24,7 @@ from programs.probe import Probe, ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.readout import to_answer, to_attribution
 from programs.self_explain import CONTENT_FREE, DECISIONS, PROGRAM_NAMES, SentimentProgram, label_log_odds
-from programs.types import Attribution, Example
+from programs.types import Answer, Attribution, Example
 
 
 def resolve_programs(choice: str) -> list[str]:
@@ -63,8 +63,11 @@ def explanation_quality(examples: Sequence[Example], attributions: Sequence[Attr
 
 
 def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm: Any, *,
-                     threads: int = 1, progress: bool = True, occlusion_probe: Probe | None = None) -> dict[str, Any]:
-    """Run one program on every example; failures are counted and excluded from accuracy."""
+                     threads: int = 1, progress: bool = True,
+                     occlusion_probe: Probe | None = None) -> tuple[dict[str, Any], list[Answer], list[float | None]]:
+    """Run one program on every example: (summary, answers, label log-odds per example).
+
+    Failures are counted and excluded from accuracy."""
     adapter = default_adapter(lm)
     history_start = len(lm.history)
 
@@ -107,9 +110,7 @@ def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm:
         "failures": [{"reason": a.failure, "raw": (a.raw or "")[:300]} for a in failures[:20]],
     }
     summary.update(explanation_quality(examples, [r[1] for r in results], occlusion_probe))
-    summary["_odds"] = [r[2] for r in results]
-    summary["_labels"] = [a.label for a in answers]
-    return summary
+    return summary, answers, [r[2] for r in results]
 
 
 def decision_rules(odds: Sequence[float | None], generated: Sequence[str | None], gold: Sequence[int],
@@ -177,17 +178,16 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
                 program.calibrate([e.text for e in examples], batch_name=f"{data}:validation[:{len(examples)}]")
         occlusion_probe = (ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=ProbeCache())
                            if with_occlusion and program.granularity == "full" else None)
+        summary, answers, odds = evaluate_program(program, examples, lm, threads=threads,
+                                                  occlusion_probe=occlusion_probe)
         row = {**describe_lm(lm), "decision": decision, "value_mode": value_mode, "demos": demos,
-               "demo_source": (demo_source if name != "P" else "label") if demos else None,
-               **evaluate_program(program, examples, lm, threads=threads, occlusion_probe=occlusion_probe)}
+               "demo_source": (demo_source if name != "P" else "label") if demos else None, **summary}
         if program.calibration:
             row["calibration"] = program.calibration
         if decision == "all":
             with dspy.context(lm=lm, adapter=adapter):
                 free = [label_log_odds(program(review=t)) for t in CONTENT_FREE]
-            row["decisions"] = decision_rules(row.pop("_odds"), row.pop("_labels"), [e.label for e in examples],
+            row["decisions"] = decision_rules(odds, [a.label for a in answers], [e.label for e in examples],
                                               [o for o in free if o is not None])
-        row.pop("_odds", None)
-        row.pop("_labels", None)
         report[name] = row
     return report

@@ -46,7 +46,7 @@ def recorded_explanation(kind: str, row: dict[str, Any], n: int,
     padded with random positions). corrected: noise-free values (None where uncovered), top-k as
     its k positions only.
     """
-    if mode is COMPAT or mode.noise:
+    if mode.noise:  # the study's mode: its noised values and rankings
         if kind in ("self", "topk"):
             ranking = [int(p) for p, _ in row["repo_ranking"]]
             values: list[float | None] = [0.0] * n
