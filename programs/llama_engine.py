@@ -29,6 +29,7 @@ from programs.slot_decoder import (
     DecodeOptions,
     Reading,
     Slot,
+    carry_expected,
     compile_schema,
     decode,
     greedy,
@@ -196,6 +197,8 @@ class LlamaCppEngine:
                 logprobs = logprobs + np.array([options.enum_bias.get(o, 0.0) for o in slot.options])
             return base(slot, logprobs)
 
+        if options.value_mode == "expected":
+            choose = carry_expected(choose)
         text, readings = decode(skeleton, prompt, tokenize=self.tokenize_text,
                                 logits_at=lambda tokens: self._eval_to(tokens, copy=False), choose=choose)
         if options.value_mode == "expected":

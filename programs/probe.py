@@ -27,6 +27,7 @@ from programs.probe_cache import ProbeCache, cache_key
 from programs.readout import to_answer
 from programs.self_explain import SentimentProgram
 from programs.signatures import SIGNATURES
+from programs.slot_decoder import DECODER_VERSION
 from programs.types import LABELS, Answer
 
 PROBE_MODES = ("same-program", "predict-only", "logprob")
@@ -74,6 +75,9 @@ class ProgramProbe:
         lm_id = describe_lm(lm)
         self._key_parts = (lm_id["backend"], lm_id["model"], program_fingerprint(self.program), mode,
                            type(self.adapter).__name__)
+        if mode != "logprob" and is_embedded(lm):
+            # decoded answers depend on the embedded decoder's version; label-slot readings do not
+            self._key_parts += (f"decoder-{DECODER_VERSION}",)
         self.fingerprint = cache_key(*self._key_parts)[:16]
         self.stats = ProbeStats()
 

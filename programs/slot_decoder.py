@@ -24,6 +24,10 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 from scipy.special import logsumexp
 
+# Bumped whenever decoding of the same request changes, so response caches keyed by the request
+# (DSPy's, the probe's) never serve answers decoded the old way.
+DECODER_VERSION = "2"
+
 UNSIGNED_GRID = tuple(f"{i / 10:.1f}" for i in range(11))
 SIGNED_GRID = tuple(f"-{i / 10:.1f}" for i in range(10, 0, -1)) + UNSIGNED_GRID
 
@@ -135,10 +139,13 @@ class Reading:
     @property
     def expected(self) -> float | None:
         """Probability-weighted value of a number slot."""
-        if self.kind != "number":
-            return None
-        p = np.exp(np.nan_to_num(np.array(self.logprobs), nan=-np.inf))
-        return float(np.dot(p, [float(o) for o in self.options]) / p.sum())
+        return expected_value(self.options, self.logprobs) if self.kind == "number" else None
+
+
+def expected_value(options: Sequence[str], logprobs: Sequence[float]) -> float:
+    """Probability-weighted value of numeric options (NaN log-probabilities: excluded options)."""
+    p = np.exp(np.nan_to_num(np.asarray(logprobs, dtype=np.float64), nan=-np.inf))
+    return float(np.dot(p, [float(o) for o in options]) / p.sum())
 
 
 LogitsFn = Callable[[Sequence[int]], np.ndarray]
@@ -230,7 +237,7 @@ class DecodeOptions:
         return cls(mode, bias)
 
     def to_metadata(self) -> dict[str, str]:
-        out = {"value_mode": self.value_mode}
+        out = {"value_mode": self.value_mode, "decoder": DECODER_VERSION}
         if self.enum_bias:
             out["enum_bias"] = json.dumps(self.enum_bias)
         return out
@@ -269,6 +276,20 @@ def readings_to_logprobs(readings: Sequence[Reading]) -> tuple[Any, ...]:
 
 def greedy(_: Slot, logprobs: np.ndarray) -> int:
     return int(np.nanargmax(logprobs))
+
+
+def carry_expected(choose: Callable[[Slot, np.ndarray], int]) -> Callable[[Slot, np.ndarray], int]:
+    """In ``expected`` mode, a number slot continues with the grid value nearest its expected value.
+
+    What follows (E-P's label, later importances) is then conditioned on the explanation as reported
+    (to the grid's 0.1), not on an argmax the report never shows. Other slots use ``choose``.
+    """
+    def chooser(slot: Slot, logprobs: np.ndarray) -> int:
+        if slot.kind != "number":
+            return choose(slot, logprobs)
+        grid = np.array([float(o) for o in slot.options])
+        return int(np.argmin(np.abs(grid - expected_value(slot.options, logprobs))))
+    return chooser
 
 
 def sampler(temperature: float, rng: np.random.Generator) -> Callable[[Slot, np.ndarray], int]:

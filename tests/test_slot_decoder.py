@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 from programs.slot_decoder import (
+    DECODER_VERSION,
     SIGNED_GRID,
     DecodeOptions,
     Fixed,
     Reading,
     Slot,
+    carry_expected,
     compile_schema,
     decode,
     greedy,
@@ -119,3 +121,28 @@ def test_enum_bias_moves_the_decision_and_expected_mode_rewrites_numbers():
 ])
 def test_schemas_outside_the_family_fall_back_to_the_grammar(schema):
     assert compile_schema(schema) is None
+
+
+def test_expected_mode_continues_with_the_grid_value_nearest_the_reported_one():
+    # grid mass 0.6 on "0.0" and 0.4 on "1.0": argmax 0.0, expected 0.4 -> the context carries "0.4"
+    segments = [Slot("number", ("0.0", "0.4", "1.0"))]
+
+    def readings_for(choose):
+        def logits(context):
+            values = np.full(len(VOCAB), -50.0)
+            if len(context) == 0:
+                values[INDEX["0"]], values[INDEX["1"]] = math.log(0.6), math.log(0.4)
+            elif context == [INDEX["0"], INDEX["."]]:
+                values[INDEX["0"]], values[INDEX["4"]] = 0.0, -50.0
+            return values
+        return decode(segments, [], tokenize=tokenize, logits_at=logits, choose=choose)
+
+    text, readings = readings_for(greedy)
+    assert text == "0.0" and readings[0].expected == pytest.approx(0.4, abs=1e-6)
+    text, readings = readings_for(carry_expected(greedy))
+    assert text == "0.4"  # what E-P's label would then be read after
+    assert carry_expected(greedy)(Slot("enum", ("a", "b")), np.log([0.3, 0.7])) == 1  # other slots: unchanged
+
+
+def test_decode_options_carry_the_decoder_version():
+    assert DecodeOptions("sample").to_metadata()["decoder"] == DECODER_VERSION
