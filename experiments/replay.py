@@ -111,7 +111,10 @@ def replay_study(model: str, mode_name: str, *, seed: int = 0) -> dict[str, Any]
 
 def markdown_tables(report: dict[str, Any]) -> str:
     """The report as markdown: mean [95 % CI] (n used / excluded) per cell."""
-    lines = [f"# Replay of Huang et al. (2023): {report['model']}, {report['mode']} mode", ""]
+    # a live study reports its backend; a replay does not
+    heading = (f"Live study (Huang et al. 2023 protocol): {report['model']}, {report['n_sentences']} sentences"
+               if "backend" in report else f"Replay of Huang et al. (2023): {report['model']}")
+    lines = [f"# {heading}, {report['mode']} mode", ""]
     for title, table, metrics in (("Faithfulness", report["faithfulness"], FAITHFULNESS_METRICS),
                                   ("Agreement", report["agreement"], AGREEMENT_METRICS)):
         lines += [f"## {title}", "", "| configuration | " + " | ".join(metrics) + " |",
