@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "bootstrapped self-explanations")
     evaluate.add_argument("--with-occlusion", action="store_true",
                           help="also correlate full explanations with the model's own occlusion (probe, cached)")
+    evaluate.add_argument("--faithfulness", action="store_true",
+                          help="also measure the explanations' faithfulness (ERASER-bin comprehensiveness and "
+                               "sufficiency, decision flip, deletion-rank correlation; corrected mode, logprob "
+                               "probe, cached) beside occlusion and a random explanation, with the Spearman "
+                               "correlation with occlusion")
     evaluate.add_argument("--decision", default=None,
                           choices=["generated", "logprob", "contextual", "batch", "all"],
                           help="label decision rule; all = every rule side by side from one pass "
@@ -118,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", default=None, help="a YAML config (default: the shipped quick.yaml)")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlruns/mlflow.db)")
     run.add_argument("--json", metavar="FILE")
+    run.add_argument("--fresh", action="store_true",
+                     help="start a new parent run even if an interrupted run of this config can be resumed")
     run.set_defaults(func=_cmd_run)
 
     optimize = commands.add_parser(
@@ -154,12 +161,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.run import run_experiment
 
     config = load_config(args.config)
-    result = run_experiment(config, uri=args.tracking_uri)
+    result = run_experiment(config, uri=args.tracking_uri, resume=not args.fresh)
     for item in result["variants"]:
         m = item["metrics"]
         extra = "" if m.get("comprehensiveness_bins") is None else f"  comp_bins {m['comprehensiveness_bins']:.3f}"
         acc = "n/a" if m.get("accuracy") is None else f"{m['accuracy']:.3f}"
-        print(f"{item['variant']:<50} accuracy {acc}{extra}  run {item['run_id']}")
+        kept = "  (kept from the interrupted run)" if item.get("resumed") else ""
+        print(f"{item['variant']:<50} accuracy {acc}{extra}  run {item['run_id']}{kept}")
     print(f"experiment {result['experiment']}, parent run {result['parent_run_id']}; open it with: selfx ui")
     _write_json(args.json, result)
     return 0
@@ -173,16 +181,27 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     print(f"study {result['study']}: {result['trials']} trials; Pareto front:")
     for point in result["pareto"]:
         print(f"  trial {point['number']}: {point['values']}  run {point['run_id']}")
-    print("held-out test (95 % CI):")
+    print("held-out test slice (95 % CI; paired differences against the paper variant):")
     for label, row in result["held_out"].items():
-        acc = row.get("accuracy")
-        ci = (row.get("accuracy_ci_low"), row.get("accuracy_ci_high"))
-        comp = row.get("comprehensiveness_bins")
-        print(f"  {label:<12} {row['variant']:<45} accuracy {acc if acc is None else round(acc, 3)} {ci}"
-              f"  comp_bins {comp if comp is None else round(comp, 3)}")
+        print(f"  {label:<12} {row['variant']:<45} accuracy {_with_ci(row, 'accuracy')}  comprehensiveness_bins "
+              f"{_with_ci(row, 'comprehensiveness_bins')}  (random {_fmt(row.get('random_comprehensiveness_bins'))})")
+        for objective in ("accuracy", "comprehensiveness"):
+            diff = row.get(f"vs_paper_{objective}")
+            if diff:
+                verdict = "beats the paper variant" if row["beats_paper"][objective] else "does not beat it"
+                print(f"      vs paper, {objective}: {_fmt(diff['difference'])} "
+                      f"[{_fmt(diff['ci_low'])}, {_fmt(diff['ci_high'])}] on {diff['n']} sentences: {verdict}")
     print(f"MLflow experiment {result['experiment']}, parent run {result['parent_run_id']}; selfx ui to browse")
     _write_json(args.json, result)
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _with_ci(row: dict[str, Any], key: str) -> str:
+    return f"{_fmt(row.get(key))} [{_fmt(row.get(key + '_ci_low'))}, {_fmt(row.get(key + '_ci_high'))}]"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -287,7 +306,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(args.program, data=args.data, n=args.n, lm_spec=args.lm, api_base=args.api_base,
                       value_mode=args.value_mode, decision=args.decision, demos=args.demos,
                       demo_source=args.demo_source,
-                      with_occlusion=args.with_occlusion)
+                      with_occlusion=args.with_occlusion, faithfulness=args.faithfulness)
     columns = ["accuracy", "parse_failure_rate", "token_coverage", "seconds_per_example", "tokens_per_example", "n"]
     print(f"{'program':<9}" + "".join(f"{c:>20}" for c in columns))
     for name, row in report.items():
@@ -296,6 +315,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         for rule, scores in row.get("decisions", {}).items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
             print(f"  decision {rule:<11} {shown or scores}")
+        if "explanation_nondegenerate_rate" in row:
+            print(f"  explanations: non-degenerate {_fmt(row['explanation_nondegenerate_rate'])}, range violations "
+                  f"{row['explanation_range_violations']}, median {_fmt(row['seconds_per_example_median'])} s"
+                  + (f", Spearman vs occlusion {_with_ci(row, 'spearman_vs_occlusion')}"
+                     if "spearman_vs_occlusion" in row else ""))
+        if "comprehensiveness_bins" in row:
+            for key in ("comprehensiveness_bins", "sufficiency_bins"):
+                print(f"  {key}: self {_with_ci(row, key)}, random {_with_ci(row, 'random_' + key)}, "
+                      f"occlusion {_with_ci(row, 'occlusion_' + key)}")
     _write_json(args.json, report)
     return 0
 

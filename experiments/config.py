@@ -20,6 +20,7 @@ DEMO_SOURCES = ("occlusion", "self")
 VALUE_MODES = ("sample", "expected")
 OBJECTIVES = ("accuracy", "comprehensiveness", "comprehensiveness_bins", "sufficiency_bins", "df_mit", "rankdel")
 OPTIMIZERS = ("none", "bootstrap", "random-search", "mipro", "gepa")
+OPTIMIZER_METRICS = ("accuracy", "comprehensiveness", "combined")
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,11 @@ class SearchConfig:
 
     trials: int = 8
     objectives: tuple[str, ...] = ("accuracy", "comprehensiveness_bins")
+    # what the DSPy optimisers maximise per example: the gold label, the ERASER-bin comprehensiveness
+    # of the example's explanation (cached probe), or (1 - w) * correct + w * comprehensiveness
+    optimizer_metric: str = "accuracy"
+    faithfulness_weight: float = 0.5
+    optimizer_budget: int = 12  # metric calls GEPA may spend, candidate trials MIPROv2 may run
     space: dict[str, tuple[Any, ...]] = field(default_factory=lambda: {
         "program": ("P", "PE", "EP"), "demos": (0, 3), "decision": ("generated", "batch"),
         "value_mode": ("expected",), "adapter": ("lean",), "optimizer": ("none", "bootstrap")})
@@ -95,7 +101,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "program": PROGRAM_NAMES, "decision": DECISIONS, "value_mode": VALUE_MODES, "adapter": ADAPTERS,
     "demo_source": DEMO_SOURCES, "optimizer": OPTIMIZERS, "mode": ("compat", "corrected"),
     "probe": ("logprob", "predict-only", "same-program"), "objectives": OBJECTIVES,
-    "explainers": ("occlusion", "lime", "random"),
+    "explainers": ("occlusion", "lime", "random"), "optimizer_metric": OPTIMIZER_METRICS,
 }
 
 
@@ -138,6 +144,10 @@ def _check(key: str, value: Any, spec: dataclasses.Field, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if expected.startswith("str") and not isinstance(value, str) and not (value is None and "None" in expected):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if expected == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"{where}: expected a number between 0 and 1, got {value!r}")
+        return float(value)
     if isinstance(value, int) and not isinstance(value, bool) and value < 0:
         raise ConfigError(f"{where}: must be >= 0, got {value}")
     if key in ("objectives", "explainers"):

@@ -5,25 +5,31 @@ from __future__ import annotations
 import math
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from statistics import median
 from typing import Any, Sequence
 
 import dspy
-from scipy.stats import spearmanr
 
+from experiments.faithfulness_run import explanation_faithfulness, explanation_quality
 from metrics.accuracy import accuracy, auc
 from metrics.calibration import expected_calibration_error
 from metrics.stats import mean_ci
 from programs.data import load_examples
 from programs.demos import build_demos
-from programs.explainers.occlusion import Occlusion
 from programs.lean_adapter import default_adapter
 from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
 from programs.probe import Probe, ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.readout import to_answer, to_attribution
-from programs.self_explain import CONTENT_FREE, DECISIONS, PROGRAM_NAMES, SentimentProgram, label_log_odds
+from programs.self_explain import (
+    CONTENT_FREE,
+    DECISIONS,
+    PROGRAM_NAMES,
+    SentimentProgram,
+    failed_prediction,
+    label_log_odds,
+)
 from programs.types import Answer, Attribution, Example
 
 
@@ -37,64 +43,68 @@ def resolve_programs(choice: str) -> list[str]:
     return names
 
 
-def explanation_quality(examples: Sequence[Example], attributions: Sequence[Attribution | None],
-                        occlusion_probe: Probe | None) -> dict[str, Any]:
-    """For full explanations: non-degenerate share (>= 3 distinct values), range violations and the
-    Spearman correlation with the model's own occlusion (mean over examples, bootstrap CI)."""
-    full = [(e, a) for e, a in zip(examples, attributions) if a is not None and a.ranking is None]
-    if not full:
-        return {}
-    out: dict[str, Any] = {
-        "explanation_nondegenerate_rate": sum(len({v for v in a.values if v is not None}) >= 3 for _, a in full)
-        / len(full),
-        "explanation_range_violations": sum(a.info.get("range_violations", 0) for _, a in full),
-    }
-    if occlusion_probe is not None:
-        occlusion = Occlusion(p_source="logprob" if getattr(occlusion_probe, "mode", "") == "logprob" else "stated")
-        rhos: list[float | None] = []
-        for example, attribution in full:
-            reference = occlusion.explain(list(example.tokens), occlusion_probe).values
-            pairs = [(x, y) for x, y in zip(attribution.values, reference) if x is not None and y is not None]
-            xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
-            constant = len(pairs) < 2 or len(set(xs)) < 2 or len(set(ys)) < 2
-            rhos.append(None if constant else float(spearmanr(xs, ys).statistic))
-        out.update(mean_ci(rhos).as_dict("spearman_vs_occlusion"))
-    return out
+@dataclass
+class ProgramRun:
+    """One program over a list of examples, as ``dspy.Evaluate`` ran it, with its cost."""
+
+    predictions: list[Any]
+    answers: list[Answer]
+    attributions: list[Attribution | None]
+    odds: list[float | None]  # label log-odds read at the slot (None: failure or unavailable)
+    durations: list[float]  # seconds per example, in example order
+    seconds: float
+    lm_calls: int
+    tokens: int
+
+
+def run_program(program: SentimentProgram, examples: Sequence[Example], lm: Any, *,
+                adapter: dspy.Adapter | None = None, threads: int | None = None,
+                progress: bool = False) -> ProgramRun:
+    """Run a program on every example with ``dspy.Evaluate`` (threads where the backend allows;
+    one for an in-process model, which a lock serialises anyway)."""
+    adapter = adapter or default_adapter(lm)
+    threads = threads or (1 if is_embedded(lm) else 8)
+    history_start = len(lm.history)
+    durations: dict[str, float] = {}
+
+    def timed(review: str) -> Any:
+        started = time.perf_counter()
+        prediction = program(review=review)
+        durations[review] = time.perf_counter() - started
+        return prediction
+
+    devset = [dspy.Example(review=e.text, label="positive" if e.label else "negative").with_inputs("review")
+              for e in examples]
+    start = time.perf_counter()
+    with dspy.context(lm=lm, adapter=adapter):
+        result = dspy.Evaluate(devset=devset, metric=_label_metric, num_threads=threads, display_progress=progress,
+                               provide_traceback=False)(timed)
+    seconds = time.perf_counter() - start
+    # dspy.Evaluate logs an exception and substitutes an empty Prediction: keep it a counted failure
+    predictions = [prediction if "label" in prediction or getattr(prediction, "failure", None) else
+                   failed_prediction("error: the program raised (see the dspy.Evaluate log)", None)
+                   for _, prediction, _ in result.results]
+    return ProgramRun(predictions=predictions, answers=[to_answer(p) for p in predictions],
+                      attributions=[to_attribution(p, e.text) for p, e in zip(predictions, examples)],
+                      odds=[label_log_odds(p) for p in predictions],
+                      durations=[durations.get(e.text, 0.0) for e in examples], seconds=seconds,
+                      lm_calls=len(lm.history) - history_start, tokens=history_tokens(lm.history[history_start:]))
+
+
+def _label_metric(example: dspy.Example, prediction: dspy.Prediction, trace: Any = None) -> float:
+    return float(getattr(prediction, "label", None) is not None and prediction.label == example.label)
 
 
 def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm: Any, *,
-                     threads: int = 1, progress: bool = True,
-                     occlusion_probe: Probe | None = None) -> tuple[dict[str, Any], list[Answer], list[float | None]]:
-    """Run one program on every example: (summary, answers, label log-odds per example).
-
-    Failures are counted and excluded from accuracy."""
-    adapter = default_adapter(lm)
-    history_start = len(lm.history)
-
-    durations: list[float] = []
-
-    def run(example: Example) -> tuple[Any, Any, float | None]:
-        started = time.perf_counter()
-        with dspy.context(lm=lm, adapter=adapter):
-            prediction = program(review=example.text)
-        durations.append(time.perf_counter() - started)
-        return to_answer(prediction), to_attribution(prediction, example.text), label_log_odds(prediction)
-
-    start = time.perf_counter()
-    results: list[tuple[Any, Any, float | None]] = []
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for i, result in enumerate(pool.map(run, examples), 1):
-            results.append(result)
-            if progress and sys.stderr.isatty():
-                print(f"\r{program.name}: {i}/{len(examples)}", end="", file=sys.stderr, flush=True)
-    if progress and sys.stderr.isatty():
-        print(file=sys.stderr)
-    seconds = time.perf_counter() - start
-    answers = [r[0] for r in results]
-    attributions = [r[1] for r in results if r[1] is not None]
+                     threads: int | None = None, progress: bool = True,
+                     occlusion_probe: Probe | None = None) -> tuple[dict[str, Any], ProgramRun]:
+    """Run one program on every example: (summary, the run). Failures are counted and excluded
+    from accuracy."""
+    ran = run_program(program, examples, lm, threads=threads, progress=progress and sys.stderr.isatty())
+    answers = ran.answers
+    attributions = [a for a in ran.attributions if a is not None]
     acc, scored = accuracy([a.label_int for a in answers], [e.label for e in examples])
     failures = [a for a in answers if not a.ok]
-    tokens = history_tokens(lm.history[history_start:])
     summary: dict[str, Any] = {
         "n": len(examples),
         "accuracy": acc,
@@ -104,13 +114,13 @@ def evaluate_program(program: SentimentProgram, examples: Sequence[Example], lm:
         "token_coverage": (sum(a.coverage for a in attributions) / len(attributions)) if attributions else None,
         "range_violations": sum(a.info.get("range_violations", 0) for a in attributions),
         "positive_share": (sum(a.label == "positive" for a in answers if a.ok) / scored) if scored else None,
-        "seconds_per_example": seconds / len(examples),
-        "seconds_per_example_median": median(durations),
-        "tokens_per_example": tokens / len(examples),
+        "seconds_per_example": ran.seconds / len(examples),
+        "seconds_per_example_median": median(ran.durations),
+        "tokens_per_example": ran.tokens / len(examples),
         "failures": [{"reason": a.failure, "raw": (a.raw or "")[:300]} for a in failures[:20]],
     }
-    summary.update(explanation_quality(examples, [r[1] for r in results], occlusion_probe))
-    return summary, answers, [r[2] for r in results]
+    summary.update(explanation_quality(examples, ran.attributions, occlusion_probe))
+    return summary, ran
 
 
 def decision_rules(odds: Sequence[float | None], generated: Sequence[str | None], gold: Sequence[int],
@@ -158,12 +168,11 @@ def _ci(values: Sequence[float | None]) -> list[float | None]:
 def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec: str = "local",
              api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
              demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion",
-             with_occlusion: bool = False) -> dict[str, Any]:
+             with_occlusion: bool = False, faithfulness: bool = False) -> dict[str, Any]:
     if decision not in (*DECISIONS, "all"):
         raise ValueError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
     examples = load_examples(data, split="validation", n=n)
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
-    threads = 1 if is_embedded(lm) else 8
     adapter = default_adapter(lm)
     report: dict[str, Any] = {}
     for name in resolve_programs(programs):
@@ -177,9 +186,11 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
             with dspy.context(lm=lm, adapter=adapter):
                 program.calibrate([e.text for e in examples], batch_name=f"{data}:validation[:{len(examples)}]")
         occlusion_probe = (ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=ProbeCache())
-                           if with_occlusion and program.granularity == "full" else None)
-        summary, answers, odds = evaluate_program(program, examples, lm, threads=threads,
-                                                  occlusion_probe=occlusion_probe)
+                           if with_occlusion and not faithfulness and program.granularity == "full" else None)
+        summary, ran = evaluate_program(program, examples, lm, occlusion_probe=occlusion_probe)
+        if faithfulness and program.granularity is not None:
+            measured, _ = explanation_faithfulness(examples, ran.attributions, lm, cache=ProbeCache())
+            summary.update(measured)
         row = {**describe_lm(lm), "decision": decision, "value_mode": value_mode, "demos": demos,
                "demo_source": (demo_source if name != "P" else "label") if demos else None, **summary}
         if program.calibration:
@@ -187,7 +198,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
         if decision == "all":
             with dspy.context(lm=lm, adapter=adapter):
                 free = [label_log_odds(program(review=t)) for t in CONTENT_FREE]
-            row["decisions"] = decision_rules(odds, [a.label for a in answers], [e.label for e in examples],
+            row["decisions"] = decision_rules(ran.odds, [a.label for a in ran.answers], [e.label for e in examples],
                                               [o for o in free if o is not None])
         report[name] = row
     return report

@@ -4,9 +4,11 @@ all of them, hand the recorded replies to the pure metric functions, aggregate w
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from metrics.agreement import AGREEMENT_METRICS, RANKING_ONLY, agreement
 from metrics.faithfulness import (
@@ -21,14 +23,20 @@ from metrics.faithfulness import (
     rank_positions,
     sufficiency,
 )
-from metrics.modes import MetricMode
+from metrics.modes import MetricMode, metric_mode
 from metrics.stats import mean_ci
+from programs.explainers import explainer
+from programs.explainers.occlusion import Occlusion
 from programs.perturb import delete, keep, perturb
-from programs.types import Answer, Attribution
+from programs.probe import Probe, ProgramProbe
+from programs.probe_cache import ProbeCache
+from programs.self_explain import SentimentProgram
+from programs.types import Answer, Attribution, Example
 
 EXPLANATIONS = ("self", "topk", "occlusion", "lime")
 FAITHFULNESS_METRICS = ("comprehensiveness", "sufficiency", "comprehensiveness_bins", "sufficiency_bins",
                         "df_mit", "df_frac", "rankdel")
+FAITHFULNESS_LOGGED = ("comprehensiveness_bins", "sufficiency_bins", "comprehensiveness", "df_mit", "rankdel")
 Lookup = Callable[[Sequence[str]], Sequence[Answer | None]]
 
 
@@ -136,6 +144,25 @@ def _rank_values(order: Sequence[int], n: int) -> list[float]:
     return values
 
 
+def explanation_row(tokens: Sequence[str], values: Sequence[float | None], ranking: Sequence[int] | None,
+                    original: Answer | None, lookup: Lookup, mode: MetricMode, *, p_source: str = "stated",
+                    seed: int = 0, bins_only: bool = False) -> dict[str, float | None]:
+    """Faithfulness of one explanation, comparable across granularities.
+
+    A top-k explanation is measured like a full one, its ranking padded with the other positions in
+    random order (as the study's 2024 code pads it), and also by the paper's single step (all k words
+    at once) as ``comprehensiveness_topk`` / ``sufficiency_topk``.
+    """
+    row = sentence_faithfulness(tokens, values, ranking, original, lookup, mode, p_source=p_source, seed=seed,
+                                bins_only=bins_only)
+    if ranking is not None:
+        single = sentence_faithfulness(tokens, values, ranking, original, lookup, mode, p_source=p_source,
+                                       topk_single_step=True, seed=seed)
+        row.update({"comprehensiveness_topk": single["comprehensiveness"],
+                    "sufficiency_topk": single["sufficiency"]})
+    return row
+
+
 def aggregate(rows: Sequence[dict[str, float | None]], metrics: Sequence[str], *, seed: int = 0) -> dict[str, Any]:
     """Means with 95 % bootstrap CIs over sentences; excluded sentences are counted per metric."""
     out: dict[str, Any] = {}
@@ -166,3 +193,89 @@ def _ranked(explanation: tuple, predicted: int | None, mode: MetricMode) -> tupl
     if ranking is not None:
         return list(ranking), values
     return rank_positions(values, predicted=predicted, mode=mode), values
+
+
+def explanation_quality(examples: Sequence[Example], attributions: Sequence[Attribution | None],
+                        occlusion_probe: Probe | None) -> dict[str, Any]:
+    """For full explanations: non-degenerate share (>= 3 distinct values), range violations and the
+    Spearman correlation with the model's own occlusion (mean over examples, bootstrap CI)."""
+    full = [(e, a) for e, a in zip(examples, attributions) if a is not None and a.ranking is None]
+    if not full:
+        return {}
+    out: dict[str, Any] = {
+        "explanation_nondegenerate_rate": sum(len({v for v in a.values if v is not None}) >= 3 for _, a in full)
+        / len(full),
+        "explanation_range_violations": sum(a.info.get("range_violations", 0) for _, a in full),
+    }
+    if occlusion_probe is not None:
+        occlusion = Occlusion(p_source="logprob" if getattr(occlusion_probe, "mode", "") == "logprob" else "stated")
+        rhos: list[float | None] = []
+        for example, attribution in full:
+            reference = occlusion.explain(list(example.tokens), occlusion_probe).values
+            pairs = [(x, y) for x, y in zip(attribution.values, reference) if x is not None and y is not None]
+            xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+            constant = len(pairs) < 2 or len(set(xs)) < 2 or len(set(ys)) < 2
+            rhos.append(None if constant else float(spearmanr(xs, ys).statistic))
+        out.update(mean_ci(rhos).as_dict("spearman_vs_occlusion"))
+    return out
+
+
+def explanation_faithfulness(examples: Sequence[Example], attributions: Sequence[Attribution | None], lm: Any, *,
+                             mode_name: str = "corrected", probe_mode: str = "logprob",
+                             explainers: Sequence[str] = ("occlusion", "random"), seed: int = 0,
+                             cache: ProbeCache | None = None
+                             ) -> tuple[dict[str, float | None], list[dict[str, float | None]]]:
+    """How faithful a program's explanations are, with baselines beside them.
+
+    ERASER-bin comprehensiveness/sufficiency and friends through the probe (the prediction-only
+    program on the same LM), the same for each of ``explainers`` (``random_...``, ``occlusion_...``),
+    agreement with occlusion, and the explanations' quality (non-degenerate share, range
+    violations, Spearman with occlusion). The probe is cached, so repeated programs are cheap.
+    Returns the aggregates and the self-explanation's per-sentence metrics (example order)."""
+    mode = metric_mode(mode_name)
+    probe = ProgramProbe(SentimentProgram("P"), lm, mode=probe_mode, cache=cache)
+    source = "logprob" if probe_mode == "logprob" else "stated"
+    sample = list(zip(examples, attributions))
+    calls_before = probe.stats.model_calls
+    started = time.perf_counter()
+    originals = probe.answers([e.text for e, _ in sample])
+    out: dict[str, float | None] = {}
+    per_sentence: list[dict[str, float | None]] = []
+    kinds = {"self": [a for _, a in sample]}
+    for name in explainers:
+        made = explainer(name, **({"p_source": source} if name in ("occlusion", "lime") else {}))
+        kinds[name] = [made.explain(list(e.tokens), probe) for e, _ in sample]
+    for kind, items in kinds.items():
+        rows = []
+        for i, ((example, _), attribution, original) in enumerate(zip(sample, items, originals)):
+            if attribution is None:
+                rows.append({})
+                continue
+            values, ranking = values_and_ranking(attribution, len(example.tokens))
+            rows.append(explanation_row(list(example.tokens), values, ranking, original, probe.answers, mode,
+                                        p_source=source, seed=seed + i))
+        summary = aggregate(rows, FAITHFULNESS_LOGGED + (("comprehensiveness_topk", "sufficiency_topk")
+                                                         if any("comprehensiveness_topk" in r for r in rows) else ()),
+                            seed=seed)
+        if kind == "self":
+            per_sentence = rows
+        prefix = "" if kind == "self" else f"{kind}_"
+        out.update({f"{prefix}{k}": v for k, v in summary.items()})
+    if "occlusion" in kinds:
+        agree = []
+        for (example, self_att), occ, original in zip(sample, kinds["occlusion"], originals):
+            if self_att is None or self_att.ranking is not None:
+                continue
+            predicted = original.label_int if original.ok else None
+            n = len(example.tokens)
+            agree.append(agreement(rank_positions(self_att.values, predicted=predicted, mode=mode),
+                                   rank_positions(occ.values, predicted=predicted, mode=mode),
+                                   self_att.values, occ.values, n=n))
+        for metric in ("rank_correlation", "feature_agreement"):
+            out.update(mean_ci([a[metric] for a in agree], seed=seed).as_dict(f"agreement_occlusion_{metric}"))
+    out.update(explanation_quality([e for e, _ in sample], [a for _, a in sample],
+                                   probe if "occlusion" in kinds else None))
+    out["faithfulness_probe_calls"] = probe.stats.model_calls - calls_before
+    out["faithfulness_cache_hits"] = probe.stats.cache_hits
+    out["faithfulness_seconds"] = time.perf_counter() - started
+    return out, per_sentence

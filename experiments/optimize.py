@@ -19,29 +19,77 @@ from typing import Any, Sequence
 import dspy
 
 from experiments.config import ExperimentConfig, Variant
-from experiments.faithfulness_run import sentence_faithfulness, values_and_ranking
-from experiments.run import adapter_for, build_program, evaluate_variant, log_variant
+from experiments.evaluate import run_program
+from experiments.faithfulness_run import explanation_row, values_and_ranking
+from experiments.run import adapter_for, build_program, calibrate, evaluate_variant, log_variant
 from experiments.tracking import use_experiment
+from metrics.faithfulness import rank_positions
 from metrics.modes import metric_mode
 from metrics.stats import mcnemar, mean_ci, paired_bootstrap
 from programs.lm import make_lm
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
-from programs.readout import to_answer, to_attribution
+from programs.readout import to_attribution
 from programs.self_explain import SentimentProgram
-from programs.types import Example
+from programs.types import Example, tokenize
 
 MINIMISE = {"sufficiency_bins"}
 PAPER = Variant(program="PE", demos=0, decision="generated", value_mode="sample", adapter="lean")
 
 
-def accuracy_metric(example: dspy.Example, prediction: dspy.Prediction, trace: Any = None) -> float:
-    """DSPy metric: 1 for the gold label; a failed answer scores 0 (and is counted elsewhere)."""
-    return float(getattr(prediction, "label", None) == example.label)
+class OptimizerMetric:
+    """The per-example score a DSPy optimiser maximises, chosen by ``search.optimizer_metric``.
+
+    ``accuracy``: 1 for the gold label; ``comprehensiveness``: the ERASER-bin comprehensiveness of
+    the example's explanation through the cached probe (0 when there is none: a prediction-only
+    program or a failed answer); ``combined``: (1 - w) * correct + w * comprehensiveness. Called
+    with GEPA's extra arguments it returns a score with textual feedback that says how the model's
+    own prediction moved when the words the explanation ranked highest were deleted.
+    """
+
+    def __init__(self, kind: str, weight: float, lm: Any, config: ExperimentConfig, cache: ProbeCache) -> None:
+        self.kind, self.weight, self.config = kind, weight, config
+        self.mode = metric_mode(config.measure.mode)
+        self.source = "logprob" if config.measure.probe == "logprob" else "stated"
+        self.probe = (ProgramProbe(SentimentProgram("P"), lm, mode=config.measure.probe, cache=cache)
+                      if kind != "accuracy" else None)
+
+    def __call__(self, gold: dspy.Example, prediction: dspy.Prediction, trace: Any = None,
+                 pred_name: str | None = None, pred_trace: Any = None) -> Any:
+        correct = float(getattr(prediction, "label", None) == gold.label)
+        comp, ranked = self._comprehensiveness(gold.review, prediction)
+        score = {"accuracy": correct, "comprehensiveness": comp or 0.0,
+                 "combined": (1 - self.weight) * correct + self.weight * (comp or 0.0)}[self.kind]
+        if pred_name is None and pred_trace is None:
+            return score
+        feedback = f"The gold label is {gold.label}; the program said {getattr(prediction, 'label', None)}."
+        if ranked:
+            feedback += " It ranked highest: " + ", ".join(ranked) + "."
+        if comp is not None:
+            feedback += (f" Deleting its top-ranked words lowered the model's own probability of its prediction "
+                         f"by {comp:.3f} on average over the 1-50 % bins (higher = more faithful).")
+        return dspy.Prediction(score=score, feedback=feedback)
+
+    def _comprehensiveness(self, review: str, prediction: dspy.Prediction) -> tuple[float | None, list[str]]:
+        attribution = to_attribution(prediction, review)
+        if attribution is None:
+            return None, []
+        tokens = list(tokenize(review))
+        values, ranking = values_and_ranking(attribution, len(tokens))
+        predicted = int(getattr(prediction, "label", None) == "positive")
+        order = ranking or rank_positions(values, predicted=predicted, mode=self.mode)
+        ranked = [tokens[i] for i in order[:3]]
+        if self.probe is None:
+            return None, ranked
+        original = self.probe.answers([review])[0]
+        row = explanation_row(tokens, values, ranking, original, self.probe.answers, self.mode,
+                              p_source=self.source, seed=self.config.seed, bins_only=True)
+        return row["comprehensiveness_bins"], ranked
 
 
-def compile_with(optimizer: str, program: SentimentProgram, train: Sequence[Example], lm: Any, seed: int) -> SentimentProgram:
-    """Run a DSPy optimiser on the program (accuracy metric on the train pool)."""
+def compile_with(optimizer: str, program: SentimentProgram, train: Sequence[Example], metric: OptimizerMetric,
+                 lm: Any, budget: int, seed: int) -> SentimentProgram:
+    """Run a DSPy optimiser on the program against ``metric`` on the train pool."""
     if optimizer == "none":
         return program
     trainset = [dspy.Example(review=e.text, label="positive" if e.label else "negative").with_inputs("review")
@@ -49,68 +97,59 @@ def compile_with(optimizer: str, program: SentimentProgram, train: Sequence[Exam
     if not trainset:
         raise ValueError(f"optimizer {optimizer!r} needs a train pool: set data.train_n > 0")
     if optimizer == "bootstrap":
-        teleprompter = dspy.BootstrapFewShot(metric=accuracy_metric, max_bootstrapped_demos=3, max_labeled_demos=3)
-    elif optimizer == "random-search":
-        teleprompter = dspy.BootstrapFewShotWithRandomSearch(metric=accuracy_metric, max_bootstrapped_demos=3,
+        teleprompter = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=3, max_labeled_demos=3)
+        return teleprompter.compile(program, trainset=trainset)
+    if optimizer == "random-search":
+        teleprompter = dspy.BootstrapFewShotWithRandomSearch(metric=metric, max_bootstrapped_demos=3,
                                                              max_labeled_demos=3, num_candidate_programs=4,
                                                              num_threads=1)
-    elif optimizer == "mipro":
-        teleprompter = dspy.MIPROv2(metric=accuracy_metric, auto="light", num_threads=1, seed=seed,
-                                    max_bootstrapped_demos=3, max_labeled_demos=3)
-    elif optimizer == "gepa":
-        teleprompter = dspy.GEPA(metric=gepa_feedback, auto="light", reflection_lm=lm, seed=seed)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}")
-    compiled = teleprompter.compile(program, trainset=trainset)
-    compiled.calibration = program.calibration
-    return compiled
-
-
-def gepa_feedback(gold: dspy.Example, prediction: dspy.Prediction, trace: Any = None, pred_name: str | None = None,
-                  pred_trace: Any = None) -> dspy.Prediction:
-    """Score and textual feedback for GEPA: whether the label was right and which words it leaned on."""
-    right = getattr(prediction, "label", None) == gold.label
-    feedback = f"The gold label is {gold.label}; the program said {getattr(prediction, 'label', None)}."
-    explanation = getattr(prediction, "explanation", None) or []
-    if explanation:
-        strongest = sorted(explanation, key=lambda pair: -abs(pair[1]))[:3]
-        feedback += " Its strongest words were " + ", ".join(f"{w} ({v:+.1f})" for w, v in strongest) + "."
-    return dspy.Prediction(score=float(right), feedback=feedback)
+        return teleprompter.compile(program, trainset=trainset)
+    # MIPROv2 and GEPA propose instructions with an LM; half the pool trains, half validates
+    half = max(1, len(trainset) // 2)
+    train_part, val_part = trainset[:half], trainset[half:] or trainset[:half]
+    if optimizer == "mipro":
+        teleprompter = dspy.MIPROv2(metric=metric, auto=None, num_candidates=3, num_threads=1, seed=seed,
+                                    max_bootstrapped_demos=2, max_labeled_demos=2, verbose=False)
+        # the program-aware and data-aware proposers read source code and summarise the dataset: many
+        # long generations a small embedded model cannot make useful; the instruction proposer stays
+        return teleprompter.compile(program, trainset=train_part, valset=val_part, num_trials=budget,
+                                    minibatch=False, program_aware_proposer=False, data_aware_proposer=False)
+    if optimizer == "gepa":
+        teleprompter = dspy.GEPA(metric=metric, max_metric_calls=budget, reflection_lm=lm, seed=seed,
+                                 reflection_minibatch_size=2, track_stats=False)
+        return teleprompter.compile(program, trainset=train_part, valset=val_part)
+    raise ValueError(f"unknown optimizer {optimizer!r}")
 
 
 def dev_objectives(program: SentimentProgram, variant: Variant, lm: Any, dev: Sequence[Example],
                    config: ExperimentConfig, cache: ProbeCache) -> dict[str, float | None]:
     """Accuracy on dev and ERASER-bin faithfulness on a dev sample (cached probe); cost reported."""
     mode = metric_mode(config.measure.mode)
-    with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
-        predictions = [program(review=e.text) for e in dev]
-    answers = [to_answer(p) for p in predictions]
+    ran = run_program(program, dev, lm, adapter=adapter_for(variant.adapter))
+    answers = ran.answers
     scored = [a for a in answers if a.ok]
     out: dict[str, float | None] = {
         "accuracy": (sum(a.label_int == e.label for a, e in zip(answers, dev) if a.ok) / len(scored)) if scored else None,
         "parse_failure_rate": 1 - len(scored) / len(dev),
+        "seconds_per_example": ran.seconds / len(dev),
     }
     if program.granularity is None:
         return {**out, "comprehensiveness_bins": None, "sufficiency_bins": None}
     probe = ProgramProbe(SentimentProgram("P"), lm, mode=config.measure.probe, cache=cache)
     source = "logprob" if config.measure.probe == "logprob" else "stated"
-    sample = list(zip(dev, predictions))[: config.measure.faithfulness_n]
+    sample = list(zip(dev, ran.attributions))[: config.measure.faithfulness_n]
     originals = probe.answers([e.text for e, _ in sample])
     calls = probe.stats.model_calls
     rows = []
-    for i, ((example, prediction), original) in enumerate(zip(sample, originals)):
-        attribution = to_attribution(prediction, example.text)
+    for i, ((example, attribution), original) in enumerate(zip(sample, originals)):
         if attribution is None:
             continue
         values, ranking = values_and_ranking(attribution, len(example.tokens))
-        rows.append(sentence_faithfulness(list(example.tokens), values, ranking, original, probe.answers, mode,
-                                          p_source=source, topk_single_step=ranking is not None, seed=i,
-                                          bins_only=ranking is None))
-    # top-k explanations have no bins: their single-step drop (all k words) stands in, as in run's tables
-    topk = program.granularity == "topk"
-    out["comprehensiveness_bins"] = mean_ci([r.get("comprehensiveness" if topk else "comprehensiveness_bins")
-                                             for r in rows]).mean
-    out["sufficiency_bins"] = mean_ci([r.get("sufficiency" if topk else "sufficiency_bins") for r in rows]).mean
+        # the same seed per sentence as the held-out measurement, so a top-k ranking is padded alike
+        rows.append(explanation_row(list(example.tokens), values, ranking, original, probe.answers, mode,
+                                    p_source=source, seed=config.seed + i, bins_only=True))
+    out["comprehensiveness_bins"] = mean_ci([r.get("comprehensiveness_bins") for r in rows]).mean
+    out["sufficiency_bins"] = mean_ci([r.get("sufficiency_bins") for r in rows]).mean
     out["objective_probe_calls"] = probe.stats.model_calls - calls
     return out
 
@@ -136,7 +175,12 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     with mlflow.start_run(run_name=f"{config.name} optimize") as parent:
         mlflow.log_params({"config": config.name, "objectives": ",".join(objectives), "trials": config.search.trials,
+                           "optimizer_metric": config.search.optimizer_metric,
+                           "faithfulness_weight": config.search.faithfulness_weight,
+                           "optimizer_budget": config.search.optimizer_budget,
                            "space": json.dumps(config.search.space), "storage": storage, "sampler": "NSGA-II"})
+
+        metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm, config, cache)
 
         def objective(trial: optuna.Trial) -> tuple[float, ...]:
             choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
@@ -144,8 +188,11 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
             if progress:
                 print(f"trial {trial.number}: {variant.name}", flush=True)
             program = build_program(variant, lm, dev, cache, config.seed)
-            with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
-                program = compile_with(variant.optimizer, program, train, lm, config.seed)
+            if variant.optimizer != "none":
+                with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
+                    program = compile_with(variant.optimizer, program, train, metric, lm,
+                                           config.search.optimizer_budget, config.seed)
+                    calibrate(program, dev)  # the optimiser changed the demos the bias was read with
             scores = dev_objectives(program, variant, lm, dev, config, cache)
             rows = [{"review": e.text, "gold": "positive" if e.label else "negative", "prediction": None,
                      "confidence": None, "p_positive": "{}", "importances": "null", "parse_status": "dev"}
@@ -162,7 +209,7 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
         plot = _pareto_plot(study, objectives, front)
         if plot is not None:
             mlflow.log_artifact(str(plot))
-        held_out = _held_out(front, config, lm, dev, test, cache)
+        held_out = _held_out(front, objectives, config, lm, dev, test, cache)
         mlflow.log_dict(held_out, "held_out_comparison.json")
     return {"experiment": experiment, "parent_run_id": parent.info.run_id, "study": study.study_name,
             "trials": len(study.trials), "pareto": [{"number": t.number, "values": t.values,
@@ -204,27 +251,61 @@ def _pareto_plot(study: Any, objectives: Sequence[str], front: Sequence[Any]) ->
     return path
 
 
-def _held_out(front: Sequence[Any], config: ExperimentConfig, lm: Any, dev: Sequence[Example],
-              test: Sequence[Example], cache: ProbeCache) -> dict[str, Any]:
-    """The paper variant and each Pareto point on the test slice, with CIs and paired tests."""
-    from dataclasses import replace
+def _trial_program(variant: Variant, run_id: str) -> SentimentProgram:
+    """A trial's program exactly as compiled (demos, optimiser output, calibration), from its MLflow run."""
+    import mlflow
 
-    config = replace(config, measure=replace(config.measure, faithfulness_n=min(config.measure.faithfulness_n, 10)))
-    candidates = [("paper", PAPER)] + [(f"pareto#{t.number}", Variant(**t.user_attrs["variant"])) for t in front
-                                       if t.user_attrs.get("variant")]
+    program = SentimentProgram(variant.program, value_mode=variant.value_mode, decision=variant.decision)
+    with tempfile.TemporaryDirectory() as folder:
+        program.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="program.json", dst_path=folder))
+    return program
+
+
+def _held_out(front: Sequence[Any], objectives: Sequence[str], config: ExperimentConfig, lm: Any,
+              dev: Sequence[Example], test: Sequence[Example], cache: ProbeCache) -> dict[str, Any]:
+    """The paper variant against the optimised programs on the held-out test slice.
+
+    The candidates are the Pareto points that are best on dev for each objective (at most one per
+    objective, so the held-out cost stays bounded). Each is measured on the test slice with CIs and
+    compared with the paper variant on the same sentences: McNemar and a paired bootstrap for
+    accuracy, a paired bootstrap for comprehensiveness; ``beats_paper`` says where the paired 95 %
+    CI lies above zero.
+    """
+    best: dict[int, Any] = {}
+    for i, objective in enumerate(objectives):
+        finite = [t for t in front if t.user_attrs.get("variant") and abs(t.values[i]) != float("inf")]
+        if finite:
+            pick = (min if objective in MINIMISE else max)(finite, key=lambda t: t.values[i])
+            best[pick.number] = pick
+    candidates = [("paper", PAPER, None, None)] + [
+        (f"pareto#{number}", Variant(**t.user_attrs["variant"]), t.values, t.user_attrs.get("run_id"))
+        for number, t in sorted(best.items())]
     measured: dict[str, Any] = {}
-    per_example: dict[str, list[float | None]] = {}
-    for label, variant in candidates:
-        program = build_program(variant, lm, dev, cache, config.seed)
+    per_example: dict[str, dict[str, list[float | None]]] = {}
+    for label, variant, dev_values, run_id in candidates:
+        program = (build_program(variant, lm, dev, cache, config.seed) if run_id is None else
+                   _trial_program(variant, run_id))
         metrics, rows = evaluate_variant(program, variant, lm, test, config, cache)
-        measured[label] = {"variant": variant.name, **{k: v for k, v in metrics.items() if k.startswith(
-            ("accuracy", "comprehensiveness_bins", "sufficiency_bins", "parse_failure"))}}
-        per_example[label] = [None if r["prediction"] is None else float(r["prediction"] == r["gold"]) for r in rows]
+        measured[label] = {"variant": variant.name,
+                           **({"dev_objectives": dict(zip(objectives, dev_values))} if dev_values else {}),
+                           **{k: v for k, v in metrics.items() if k.startswith(
+                               ("accuracy", "comprehensiveness", "sufficiency_bins", "parse_failure",
+                                "random_comprehensiveness", "seconds_per_example"))}}
+        per_example[label] = {
+            "accuracy": [None if r["prediction"] is None else float(r["prediction"] == r["gold"]) for r in rows],
+            "comprehensiveness": [r["comprehensiveness_bins"] for r in rows],
+        }
     paper = per_example["paper"]
-    for label, correct in per_example.items():
+    for label, values in per_example.items():
         if label == "paper":
             continue
-        both = [(a, b) for a, b in zip(correct, paper) if a is not None and b is not None]
-        measured[label]["vs_paper_accuracy"] = {**mcnemar([a == 1 for a, _ in both], [b == 1 for _, b in both]),
-                                               **paired_bootstrap([a for a, _ in both], [b for _, b in both])}
+        both = [(a, b) for a, b in zip(values["accuracy"], paper["accuracy"]) if a is not None and b is not None]
+        vs_accuracy = {**mcnemar([a == 1 for a, _ in both], [b == 1 for _, b in both]),
+                       **paired_bootstrap([a for a, _ in both], [b for _, b in both], seed=config.seed)}
+        vs_comp = paired_bootstrap(values["comprehensiveness"], paper["comprehensiveness"], seed=config.seed)
+        measured[label]["vs_paper_accuracy"] = vs_accuracy
+        measured[label]["vs_paper_comprehensiveness"] = vs_comp
+        measured[label]["beats_paper"] = {
+            "accuracy": vs_accuracy["ci_low"] is not None and vs_accuracy["ci_low"] > 0,
+            "comprehensiveness": vs_comp["ci_low"] is not None and vs_comp["ci_low"] > 0}
     return measured

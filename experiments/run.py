@@ -9,37 +9,33 @@ program JSON, a per-example table, the program as an MLflow model).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
+from statistics import median
 from typing import Any, Sequence
 
 import dspy
 
 from experiments.config import ExperimentConfig, Variant
-from experiments.faithfulness_run import aggregate, sentence_faithfulness, values_and_ranking
+from experiments.evaluate import run_program
+from experiments.faithfulness_run import explanation_faithfulness
 from experiments.tracking import metric_key, use_experiment
 from metrics.accuracy import accuracy
-from metrics.agreement import agreement
 from metrics.calibration import brier_score, expected_calibration_error
-from metrics.faithfulness import rank_positions
-from metrics.modes import metric_mode
 from metrics.stats import mean_ci
 from programs.data import load_examples
 from programs.demos import build_demos
-from programs.explainers import explainer
 from programs.lean_adapter import LeanAdapter
-from programs.lm import describe_lm, history_tokens, is_embedded, make_lm
-from programs.probe import ProgramProbe
+from programs.lm import describe_lm, is_embedded, make_lm
 from programs.probe_cache import ProbeCache
-from programs.readout import to_answer, to_attribution
 from programs.self_explain import SentimentProgram
-from programs.types import Example
+from programs.types import Attribution, Example
 
-FAITHFULNESS_LOGGED = ("comprehensiveness_bins", "sufficiency_bins", "comprehensiveness", "df_mit", "rankdel")
+PER_SENTENCE = ("comprehensiveness_bins", "sufficiency_bins", "comprehensiveness")  # columns of the example table
 
 
 def adapter_for(name: str) -> dspy.Adapter:
@@ -62,11 +58,18 @@ def build_program(variant: Variant, lm: Any, dev: Sequence[Example], cache: Prob
         if variant.demos:
             program.predict.demos = build_demos(variant.program, variant.demos, lm=lm, source=variant.demo_source,
                                                 seed=seed, cache=cache)
-        if variant.decision in ("contextual", "batch"):
-            if variant.decision == "batch" and not dev:
-                raise ValueError("decision 'batch' needs a calibration batch: set data.dev_n > 0")
-            program.calibrate([e.text for e in dev], batch_name=f"dev[:{len(dev)}]")
+        calibrate(program, dev)
     return program
+
+
+def calibrate(program: SentimentProgram, dev: Sequence[Example]) -> None:
+    """Calibrate a program whose decision rule needs it (on the dev slice for ``batch``); call it
+    again whenever the program's demos change (an optimiser), since the bias depends on them."""
+    if program.decision not in ("contextual", "batch"):
+        return
+    if program.decision == "batch" and not dev:
+        raise ValueError("decision 'batch' needs a calibration batch: set data.dev_n > 0")
+    program.calibrate([e.text for e in dev], batch_name=f"dev[:{len(dev)}]")
 
 
 def rendered_prompt(program: SentimentProgram, variant: Variant, lm: Any) -> str:
@@ -84,25 +87,10 @@ def rendered_prompt(program: SentimentProgram, variant: Variant, lm: Any) -> str
 def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test: Sequence[Example],
                      config: ExperimentConfig, cache: ProbeCache) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
     """Metrics of one variant and its per-example rows."""
-    adapter = adapter_for(variant.adapter)
-    history_start = len(lm.history)
-    started = time.perf_counter()
-    threads = 1 if is_embedded(lm) else 8
-
-    def metric(example: dspy.Example, prediction: dspy.Prediction, trace: Any = None) -> float:
-        return float(prediction.label is not None and prediction.label == example.label)
-
-    devset = [dspy.Example(review=e.text, label="positive" if e.label else "negative").with_inputs("review")
-              for e in test]
-    with dspy.context(lm=lm, adapter=adapter):
-        result = dspy.Evaluate(devset=devset, metric=metric, num_threads=threads, display_progress=False,
-                               provide_traceback=False)(program)
-    predictions = [prediction for _, prediction, _ in result.results]
-    seconds = time.perf_counter() - started
-    answers = [to_answer(p) for p in predictions]
-    attributions = [to_attribution(p, e.text) for p, e in zip(predictions, test)]
+    ran = run_program(program, test, lm, adapter=adapter_for(variant.adapter))
+    answers, attributions = ran.answers, ran.attributions
     gold = [e.label for e in test]
-    acc, scored = accuracy([a.label_int for a in answers], gold)
+    acc, _ = accuracy([a.label_int for a in answers], gold)
     ok = [(a, y) for a, y in zip(answers, gold) if a.ok]
     metrics: dict[str, float | None] = {
         **mean_ci([None if not a.ok else float(a.label_int == y) for a, y in zip(answers, gold)],
@@ -111,71 +99,38 @@ def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test:
         "ece_stated": expected_calibration_error([a.confidence for a, _ in ok], [a.label_int == y for a, y in ok])
         if ok else None,
         "brier_stated": brier_score([a.p_positive["stated"] for a, _ in ok], [y for _, y in ok]) if ok else None,
-        "wall_seconds": seconds, "seconds_per_example": seconds / len(test),
-        "lm_calls": len(lm.history) - history_start,
-        "tokens": history_tokens(lm.history[history_start:]),
+        "wall_seconds": ran.seconds, "seconds_per_example": ran.seconds / len(test),
+        "seconds_per_example_median": median(ran.durations),
+        "lm_calls": ran.lm_calls, "tokens": ran.tokens,
     }
     metrics["accuracy"] = acc
     with_logprob = [(a, y) for a, y in ok if "logprob" in a.p_positive]
     if with_logprob:
         metrics["brier_logprob"] = brier_score([a.p_positive["logprob"] for a, _ in with_logprob],
                                                [y for _, y in with_logprob])
+    per_sentence: list[dict[str, float | None]] = []
     if program.granularity is not None:
-        metrics.update(faithfulness_metrics(test, answers, attributions, lm, config, cache))
+        faithfulness, per_sentence = faithfulness_metrics(test, attributions, lm, config, cache)
+        metrics.update(faithfulness)
     rows = [{"review": e.text, "gold": "positive" if e.label else "negative", "prediction": a.label,
              "confidence": a.confidence, "p_positive": json.dumps(a.p_positive),
              "importances": json.dumps(list(att.values) if att is not None and att.ranking is None else
                                        (list(att.ranking) if att is not None else None)),
-             "parse_status": "ok" if a.ok else f"failed: {a.failure}"}
-            for e, a, att in zip(test, answers, attributions)]
+             "parse_status": "ok" if a.ok else f"failed: {a.failure}",
+             "seconds": round(seconds, 3),
+             **{key: (per_sentence[i].get(key) if i < len(per_sentence) else None) for key in PER_SENTENCE}}
+            for i, (e, a, att, seconds) in enumerate(zip(test, answers, attributions, ran.durations))]
     return metrics, rows
 
 
-def faithfulness_metrics(test: Sequence[Example], answers: Sequence, attributions: Sequence, lm: Any,
-                         config: ExperimentConfig, cache: ProbeCache) -> dict[str, float | None]:
-    """ERASER-bin comprehensiveness/sufficiency and friends on a test sample, random baseline and
-    agreement with occlusion beside them; the probe is cached, so repeated variants are cheap."""
-    mode = metric_mode(config.measure.mode)
-    probe = ProgramProbe(SentimentProgram("P"), lm, mode=config.measure.probe, cache=cache)
-    source = "logprob" if config.measure.probe == "logprob" else "stated"
-    sample = list(zip(test, attributions))[: config.measure.faithfulness_n]
-    calls_before = probe.stats.model_calls
-    started = time.perf_counter()
-    originals = probe.answers([e.text for e, _ in sample])
-    out: dict[str, float | None] = {}
-    kinds = {"self": [a for _, a in sample]}
-    for name in config.measure.explainers:
-        made = explainer(name, **({"p_source": source} if name in ("occlusion", "lime") else {}))
-        kinds[name] = [made.explain(list(e.tokens), probe) for e, _ in sample]
-    for kind, items in kinds.items():
-        rows = []
-        for i, ((example, _), attribution, original) in enumerate(zip(sample, items, originals)):
-            if attribution is None:
-                rows.append({})
-                continue
-            values, ranking = values_and_ranking(attribution, len(example.tokens))
-            rows.append(sentence_faithfulness(list(example.tokens), values, ranking, original, probe.answers, mode,
-                                              p_source=source, topk_single_step=ranking is not None,
-                                              seed=config.seed + i))
-        summary = aggregate(rows, FAITHFULNESS_LOGGED, seed=config.seed)
-        prefix = "" if kind == "self" else f"{kind}_"
-        out.update({f"{prefix}{k}": v for k, v in summary.items()})
-    if "occlusion" in kinds:
-        agree = []
-        for (example, self_att), occ, original in zip(sample, kinds["occlusion"], originals):
-            if self_att is None or self_att.ranking is not None:
-                continue
-            predicted = original.label_int if original.ok else None
-            n = len(example.tokens)
-            agree.append(agreement(rank_positions(self_att.values, predicted=predicted, mode=mode),
-                                   rank_positions(occ.values, predicted=predicted, mode=mode),
-                                   self_att.values, occ.values, n=n))
-        for metric in ("rank_correlation", "feature_agreement"):
-            out.update(mean_ci([a[metric] for a in agree], seed=config.seed).as_dict(f"agreement_occlusion_{metric}"))
-    out["faithfulness_probe_calls"] = probe.stats.model_calls - calls_before
-    out["faithfulness_cache_hits"] = probe.stats.cache_hits
-    out["faithfulness_seconds"] = time.perf_counter() - started
-    return out
+def faithfulness_metrics(test: Sequence[Example], attributions: Sequence[Attribution | None], lm: Any,
+                         config: ExperimentConfig, cache: ProbeCache
+                         ) -> tuple[dict[str, float | None], list[dict[str, float | None]]]:
+    """The config's faithfulness measurement of a variant's explanations on its test sample."""
+    measure = config.measure
+    return explanation_faithfulness(test[: measure.faithfulness_n], attributions[: measure.faithfulness_n], lm,
+                                    mode_name=measure.mode, probe_mode=measure.probe, explainers=measure.explainers,
+                                    seed=config.seed, cache=cache)
 
 
 def git_commit() -> str:
@@ -221,19 +176,60 @@ def log_variant(mlflow: Any, program: SentimentProgram, variant: Variant, lm: An
         return run.info.run_id
 
 
-def run_experiment(config: ExperimentConfig, *, uri: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate every variant of a config; returns the parent run id and each variant's run and metrics."""
+def config_digest(config: ExperimentConfig) -> str:
+    """Identifies a config's content (not its file name): an interrupted run resumes only the same config."""
+    return hashlib.sha256(json.dumps(asdict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _interrupted_parent(mlflow: Any, experiment: str, digest: str) -> Any | None:
+    """The newest parent run of this config that did not finish (killed, failed or still marked running)."""
+    client = mlflow.MlflowClient()
+    found = client.search_runs([mlflow.get_experiment_by_name(experiment).experiment_id],
+                               filter_string=f"tags.`selfx.config_digest` = '{digest}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found and found[0].info.status != "FINISHED" else None
+
+
+def _finished_variants(mlflow: Any, parent: Any) -> dict[str, Any]:
+    """Variant name -> its finished nested run under ``parent``."""
+    children = mlflow.MlflowClient().search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return {run.data.tags.get("selfx.variant"): run for run in children if run.info.status == "FINISHED"}
+
+
+def run_experiment(config: ExperimentConfig, *, uri: str | None = None, progress: bool = True,
+                   resume: bool = True) -> dict[str, Any]:
+    """Evaluate every variant of a config; returns the parent run id and each variant's run and metrics.
+
+    With ``resume`` (the default), an interrupted run of the same config is reopened and the variants
+    it finished are kept, not recomputed (their metrics come back from MLflow); a finished run of the
+    config is never reopened: a repeat starts a new parent run (answers then come from the caches).
+    """
     experiment = f"selfx-{config.name}"
     mlflow = use_experiment(uri or config.tracking_uri, experiment)
     lm = make_lm(config.lm, api_base=config.api_base, cache=True)
     cache = ProbeCache()
     _, dev, test = splits(config)
+    digest = config_digest(config)
+    previous = _interrupted_parent(mlflow, experiment, digest) if resume else None
+    done = _finished_variants(mlflow, previous) if previous is not None else {}
     results = []
-    with mlflow.start_run(run_name=config.name) as parent:
-        mlflow.log_params({"config": config.name, "lm": config.lm, "n_variants": len(config.variants),
-                           "git_commit": git_commit()})
-        mlflow.log_dict(asdict(config), "config.json")
+    opened = (mlflow.start_run(run_id=previous.info.run_id) if previous is not None else
+              mlflow.start_run(run_name=config.name, tags={"selfx.config_digest": digest}))
+    with opened as parent:
+        if previous is None:
+            mlflow.log_params({"config": config.name, "lm": config.lm, "n_variants": len(config.variants),
+                               "git_commit": git_commit()})
+            mlflow.log_dict(asdict(config), "config.json")
+        elif progress:
+            print(f"resuming run {parent.info.run_id}: {len(done)} of {len(config.variants)} variants already "
+                  "finished", flush=True)
         for i, variant in enumerate(config.variants, 1):
+            if variant.name in done:
+                kept = done[variant.name]
+                results.append({"variant": variant.name, "run_id": kept.info.run_id, "metrics": kept.data.metrics,
+                                "resumed": True})
+                continue
             if progress:
                 print(f"[{i}/{len(config.variants)}] {variant.name}", flush=True)
             program = build_program(variant, lm, dev, cache, config.seed)

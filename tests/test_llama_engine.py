@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from programs.lean_adapter import LeanAdapter
-from programs.slot_decoder import log_softmax
 from programs.signatures import Sentiment
+from programs.slot_decoder import log_softmax
 
 pytestmark = pytest.mark.model
 

@@ -47,3 +47,33 @@ def test_tiny_study_logs_trials_and_resumes(tmp_path, monkeypatch):
     assert "pareto.png" in parent_files
     again = optimize(config, uri=uri, progress=False)  # the study resumes: its budget is already spent
     assert again["trials"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["mipro", "gepa"])
+def test_instruction_optimisers_run_on_the_embedded_model(optimizer, tmp_path, monkeypatch):
+    """MIPROv2 and GEPA with a tiny budget, against the combined accuracy + faithfulness metric."""
+    require_shared("sst2", "train.jsonl")
+    import dspy
+
+    from experiments.optimize import OptimizerMetric, compile_with
+    from programs.data import load_examples
+    from programs.lean_adapter import LeanAdapter
+    from programs.lm import make_lm
+    from programs.probe_cache import ProbeCache
+    from programs.self_explain import SentimentProgram
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "opt.yaml").write_text(TINY.replace("STORE", str(tmp_path)))
+    config = load_config(tmp_path / "opt.yaml")
+    lm = make_lm("local:smollm2-135m", cache=True)
+    metric = OptimizerMetric("combined", 0.5, lm, config, ProbeCache(tmp_path / "probe.sqlite"))
+    train = load_examples("sst2", split="train", n=4)
+    program = SentimentProgram("PE-topk")
+    with dspy.context(lm=lm, adapter=LeanAdapter()):
+        compiled = compile_with(optimizer, program, train, metric, lm, budget=4, seed=0)
+        prediction = compiled(review=train[0].text)
+        scored = metric(dspy.Example(review=train[0].text, label="positive" if train[0].label else "negative"),
+                        prediction, None, "predict", None)
+    assert isinstance(compiled, SentimentProgram) and prediction.label in ("positive", "negative")
+    assert 0.0 <= float(scored.score) <= 1.0 and "ranked highest" in scored.feedback

@@ -40,7 +40,8 @@ def test_tiny_experiment_lands_in_mlflow(tmp_path, monkeypatch):
     pe = by_program["PE"]
     assert pe.data.params["order"] == "P-E" and pe.data.params["metric_mode"] == "corrected"
     for key in ("accuracy", "accuracy_ci_low", "parse_failure_rate", "comprehensiveness_bins",
-                "random_comprehensiveness_bins", "lm_calls", "wall_seconds"):
+                "random_comprehensiveness_bins", "lm_calls", "wall_seconds", "seconds_per_example_median",
+                "explanation_nondegenerate_rate", "explanation_range_violations", "spearman_vs_occlusion_n"):
         assert key in pe.data.metrics, key
     assert "batch" in by_program["P"].data.params["calibration"]
     files = {f.path for f in client.list_artifacts(pe.info.run_id)} | {
@@ -71,9 +72,60 @@ def test_tiny_experiment_lands_in_mlflow(tmp_path, monkeypatch):
     program.load(str(tmp_path / "export" / "program.json"))
     table = json.load(open(client.download_artifacts(pe.info.run_id, "examples.json", str(tmp_path))))
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [row["comprehensiveness_bins"] is not None for row in rows] == [True, True, False]  # faithfulness_n 2
     with dspy.context(lm=lm, adapter=LeanAdapter()):
         again = [program(review=row["review"]).label for row in rows]
     assert again == [row["prediction"] for row in rows]
     model = mlflow.dspy.load_model([m for m in models if m.source_run_id == pe.info.run_id][0].model_uri)
     with dspy.context(lm=lm, adapter=LeanAdapter()):
         assert model(review=rows[0]["review"]).label == rows[0]["prediction"]
+
+
+RESUMABLE = """
+name: resumable
+lm: local:smollm2-135m
+data: {source: sst2, train_n: 0, dev_n: 0, test_n: 2}
+variants:
+  - {program: P}
+  - {program: P, demos: 2}
+"""
+
+
+def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monkeypatch):
+    require_shared("sst2", "validation.jsonl")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resumable.yaml").write_text(RESUMABLE)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    config = load_config(tmp_path / "resumable.yaml")
+
+    import experiments.run as run_module
+
+    real = run_module.evaluate_variant
+    calls = []
+
+    def interrupted(program, variant, *args, **kwargs):
+        calls.append(variant.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second variant
+        return real(program, variant, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "evaluate_variant", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, uri=uri, progress=False)
+    monkeypatch.setattr(run_module, "evaluate_variant", real)
+
+    import mlflow
+
+    first = mlflow.search_runs(experiment_names=["selfx-resumable"], output_format="list")
+    parent = [r for r in first if "mlflow.parentRunId" not in r.data.tags][0]
+    assert parent.info.status != "FINISHED"
+    result = run_experiment(config, uri=uri, progress=False)
+    assert result["parent_run_id"] == parent.info.run_id
+    assert [v.get("resumed", False) for v in result["variants"]] == [True, False]
+    runs = mlflow.search_runs(experiment_names=["selfx-resumable"], output_format="list")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["demos"] for r in children) == ["0", "2"]
+    assert mlflow.get_run(parent.info.run_id).info.status == "FINISHED"
+    # a finished config is not reopened: a repeat is a new parent run
+    assert run_experiment(config, uri=uri, progress=False)["parent_run_id"] != parent.info.run_id
