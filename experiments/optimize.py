@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +21,14 @@ import dspy
 from experiments.config import ExperimentConfig, Variant
 from experiments.evaluate import run_program
 from experiments.faithfulness_run import explanation_row, values_and_ranking
-from experiments.run import adapter_for, build_program, calibrate, evaluate_variant, log_variant
+from experiments.run import (
+    adapter_for,
+    build_program,
+    calibrate,
+    config_digest,
+    evaluate_variant,
+    log_variant,
+)
 from experiments.tracking import use_experiment
 from metrics.faithfulness import rank_positions
 from metrics.modes import metric_mode
@@ -170,7 +177,9 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=f"selfx-{config.name}", storage=storage, directions=directions,
+    # a changed config (space, data, objectives) is a new study; more trials extend the same one
+    same_study = config_digest(replace(config, search=replace(config.search, trials=0)))[:8]
+    study = optuna.create_study(study_name=f"selfx-{config.name}-{same_study}", storage=storage, directions=directions,
                                 sampler=optuna.samplers.NSGAIISampler(seed=config.seed), load_if_exists=True)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     with mlflow.start_run(run_name=f"{config.name} optimize") as parent:
