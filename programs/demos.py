@@ -104,7 +104,7 @@ def _bootstrapped(program_name: str, examples: Sequence[Example]) -> list[dspy.E
             continue
         fields = {"review": example.text, "label": prediction.label, "confidence": prediction.confidence}
         if program_name.endswith("topk"):
-            fields.update(k=prediction.k, top_words=list(prediction.top_words))
+            fields.update(k=prediction.top_k, top_words=list(prediction.top_words))
         elif program_name != "P":
             fields["explanation"] = [[t, round(float(v), 1) + 0.0] for t, v in prediction.explanation]
         demos.append(dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else [])))

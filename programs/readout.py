@@ -151,5 +151,5 @@ def to_attribution(prediction: Any, review: str) -> Attribution | None:
     if getattr(prediction, "explanation", None) is not None:
         return align_full(tokens, prediction.explanation)
     if getattr(prediction, "top_words", None) is not None:
-        return align_topk(tokens, prediction.top_words, getattr(prediction, "k", None) or topk_size(len(tokens)))
+        return align_topk(tokens, prediction.top_words, getattr(prediction, "top_k", None) or topk_size(len(tokens)))
     return None

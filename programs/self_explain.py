@@ -152,7 +152,8 @@ class SentimentProgram(dspy.Module):
             return failed_prediction(f"context overflow: {exc}", None)
         prediction.failure = None
         if "k" in inputs:
-            prediction.k = inputs["k"]
+            # not named "k": an optimiser turns a prediction's fields into demo fields beside the inputs
+            prediction.top_k = inputs["k"]
         if not embedded and self.decision != "generated":
             # API models cannot be forced at the slot: decide from their label logprobs, keep what they wrote
             odds = label_log_odds(prediction)

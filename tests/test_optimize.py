@@ -77,3 +77,24 @@ def test_instruction_optimisers_run_on_the_embedded_model(optimizer, tmp_path, m
                         prediction, None, "predict", None)
     assert isinstance(compiled, SentimentProgram) and prediction.label in ("positive", "negative")
     assert 0.0 <= float(scored.score) <= 1.0 and "ranked highest" in scored.feedback
+
+
+def test_bootstrap_compiles_a_topk_program(tmp_path, monkeypatch):
+    """A top-k prediction's fields become demo fields beside its inputs (review, k) without clashing."""
+    require_shared("sst2", "train.jsonl")
+    import dspy
+
+    from experiments.optimize import OptimizerMetric, compile_with
+    from programs.data import load_examples
+    from programs.lean_adapter import LeanAdapter
+    from programs.lm import make_lm
+    from programs.self_explain import SentimentProgram
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "opt.yaml").write_text(TINY.replace("STORE", str(tmp_path)))
+    lm = make_lm("local:smollm2-135m", cache=False)
+    metric = OptimizerMetric("accuracy", 0.0, lm, load_config(tmp_path / "opt.yaml"), None)
+    with dspy.context(lm=lm, adapter=LeanAdapter()):
+        compiled = compile_with("bootstrap", SentimentProgram("EP-topk"), load_examples("sst2", split="train", n=6),
+                                metric, lm, budget=4, seed=0)
+    assert compiled.predict.demos and all("k" in demo and "top_words" in demo for demo in compiled.predict.demos)
