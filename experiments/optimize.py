@@ -33,7 +33,7 @@ from experiments.tracking import use_experiment
 from metrics.faithfulness import rank_positions
 from metrics.modes import metric_mode
 from metrics.stats import mcnemar, mean_ci, paired_bootstrap
-from programs.lm import make_lm
+from programs.lm import make_lm, reflection_lm
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.readout import to_attribution
@@ -122,7 +122,7 @@ def compile_with(optimizer: str, program: SentimentProgram, train: Sequence[Exam
         return teleprompter.compile(program, trainset=train_part, valset=val_part, num_trials=budget,
                                     minibatch=False, program_aware_proposer=False, data_aware_proposer=False)
     if optimizer == "gepa":
-        teleprompter = dspy.GEPA(metric=metric, max_metric_calls=budget, reflection_lm=lm, seed=seed,
+        teleprompter = dspy.GEPA(metric=metric, max_metric_calls=budget, reflection_lm=reflection_lm(lm), seed=seed,
                                  reflection_minibatch_size=2, track_stats=False)
         return teleprompter.compile(program, trainset=train_part, valset=val_part)
     raise ValueError(f"unknown optimizer {optimizer!r}")

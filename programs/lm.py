@@ -80,6 +80,20 @@ def make_lm(spec: str = "local", *, api_base: str | None = None, temperature: fl
     return dspy.LM(parsed.model, temperature=temperature, max_tokens=max_tokens, cache=cache)
 
 
+def reflection_lm(lm: Any, *, n_ctx: int = 8192) -> Any:
+    """The LM an instruction optimiser (GEPA) reflects with: the same model, but an embedded one gets a wider
+    context (the reflection prompt holds the instruction, examples, outputs and feedback: over 4k tokens;
+    SmolLM2 and Gemma-3 were trained on >= 8k) and samples, as GEPA proposes by sampling."""
+    import dspy
+
+    if not is_embedded(lm):
+        return lm
+    from programs.llama_engine import LlamaCppEngine
+
+    engine = LlamaCppEngine(lm.engine.model, n_ctx=n_ctx, seed=lm.engine.seed)
+    return dspy.LM(lm.model, engine=engine, temperature=1.0, max_tokens=1024, cache=lm.cache)
+
+
 def describe_lm(lm: Any) -> dict[str, str]:
     """Backend and model of an LM, for logs and JSON reports (never a key)."""
     engine = getattr(lm, "engine", None)
