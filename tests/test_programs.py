@@ -114,3 +114,12 @@ def test_replay_reproduces_recorded_answers_and_fails_clearly():
         assert answer.label_int == row["repo_pred_label"] and answer.confidence == pytest.approx(row["repo_confidence"])
     with pytest.raises(ReplayMiss, match="can only answer texts the study queried"):
         probe.answers(["a sentence nobody recorded"])
+
+
+def test_api_reply_with_an_out_of_range_importance_counts_a_violation():
+    """An API model's value of 2.0 is neither clipped nor kept: it is dropped and counted."""
+    reply = '{"label": "positive", "confidence": 0.9, "explanation": [["good", 2.0], ["film", 0.1]]}'
+    prediction = run(SentimentProgram("PE"), scripted_lm([reply]), "good film")
+    attribution = to_attribution(prediction, "good film")
+    assert to_answer(prediction).ok and attribution.values == (None, 0.1)
+    assert attribution.info["range_violations"] == 1
