@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default="sst2", help="sst2 (default), huang2023, a .jsonl/.csv file or a dataset")
     evaluate.add_argument("--n", type=int, default=20, help="number of examples (default 20)")
     evaluate.add_argument("--value-mode", default=None, choices=["sample", "expected"],
-                          help="how importances are read on embedded models (default: the default setup's)")
+                          help="how importances are read: expected needs an embedded model (default: the default "
+                               "setup's on embedded models, sample on API models)")
     evaluate.add_argument("--demos", type=int, default=None,
                           help="few-shot demos: gold labels for P, teacher (own-occlusion) demos for P-E/E-P "
                                "(default: the embedded default setup's, 0 for API models)")
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--mode", default="corrected", choices=["compat", "corrected"])
     study.add_argument("--probe", default="logprob", choices=["logprob", "predict-only", "same-program"],
                        help="how perturbed texts are scored (default logprob: one forward pass)")
-    study.add_argument("--value-mode", default="expected", choices=["sample", "expected"])
+    study.add_argument("--value-mode", default=None, choices=["sample", "expected"],
+                       help="how importances are read (default: expected on embedded models, sample on API models)")
     study.add_argument("--lime-samples", type=int, default=10, help="LIME samples per token (default 10)")
     study.add_argument("--cache", default=".selfx-cache/probe.sqlite", metavar="FILE",
                        help="the probe's answer cache (default .selfx-cache/probe.sqlite)")
@@ -236,7 +238,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     from experiments.replay import markdown_tables, write_outputs
     from experiments.study import live_study
+    from programs.lm import supports_expected_values
 
+    args.value_mode = args.value_mode or ("expected" if supports_expected_values(args.lm, args.api_base) else "sample")
     report = live_study(lm_spec=args.lm, api_base=args.api_base, data=args.data, n=args.n, mode_name=args.mode,
                         probe_mode=args.probe, value_mode=args.value_mode, lime_samples_per_token=args.lime_samples,
                         cache_path=args.cache)
@@ -302,7 +306,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     embedded = parse_lm_spec(args.lm, args.api_base).backend == "local"
     args.demos = args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0)
     args.decision = args.decision or (DEFAULT_SETUP.decision if embedded else "generated")
-    args.value_mode = args.value_mode or DEFAULT_SETUP.value_mode
+    args.value_mode = args.value_mode or (DEFAULT_SETUP.value_mode if embedded else "sample")
     report = evaluate(args.program, data=args.data, n=args.n, lm_spec=args.lm, api_base=args.api_base,
                       value_mode=args.value_mode, decision=args.decision, demos=args.demos,
                       demo_source=args.demo_source,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from programs.lm import supports_expected_values
 from programs.self_explain import DECISIONS, PROGRAM_NAMES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -187,4 +188,26 @@ def load_config(path: str | Path | None = None) -> ExperimentConfig:
     config = _build(ExperimentConfig, raw, "")
     if config.search.trials < 1:
         raise ConfigError("search.trials: must be >= 1")
+    if not supports_expected_values(config.lm, config.api_base):
+        config = _sampled_values(config, raw)
     return config
+
+
+def _sampled_values(config: ExperimentConfig, raw: dict) -> ExperimentConfig:
+    """An API model samples its importances (expected values need the embedded decoder): where the config left
+    value_mode to its default it becomes ``sample``; where it asked for ``expected`` that is an error."""
+    variants = []
+    given_variants = raw.get("variants") or []
+    for i, variant in enumerate(config.variants):
+        if "value_mode" in (given_variants[i] if i < len(given_variants) else {}) and variant.value_mode == "expected":
+            raise ConfigError(f"variants[{i}].value_mode: 'expected' needs an embedded model; {config.lm} returns "
+                              "sampled importances only: set value_mode: sample")
+        variants.append(dataclasses.replace(variant, value_mode="sample"))
+    space = dict(config.search.space)
+    if "expected" in ((raw.get("search") or {}).get("space") or {}).get("value_mode", ()):
+        raise ConfigError(f"search.space.value_mode: 'expected' needs an embedded model; {config.lm} returns "
+                          "sampled importances only: use [sample]")
+    space["value_mode"] = ("sample",)
+    return dataclasses.replace(config, variants=tuple(variants),
+                               search=dataclasses.replace(config.search, space=space))
+

@@ -80,6 +80,12 @@ def make_lm(spec: str = "local", *, api_base: str | None = None, temperature: fl
     return dspy.LM(parsed.model, temperature=temperature, max_tokens=max_tokens, cache=cache)
 
 
+def supports_expected_values(spec: str, api_base: str | None = None) -> bool:
+    """Whether importances can be read as expected values: only the embedded decoder sees each value slot's
+    distribution (reading them from an API's top_logprobs is not implemented), so API models sample."""
+    return parse_lm_spec(spec, api_base).backend == "local"
+
+
 def reflection_lm(lm: Any, *, n_ctx: int = 8192) -> Any:
     """The LM an instruction optimiser (GEPA) reflects with: the same model, but an embedded one gets a wider
     context (the reflection prompt holds the instruction, examples, outputs and feedback: over 4k tokens;

@@ -22,6 +22,14 @@ def test_bad_lm_spec_is_one_clear_line(capsys):
     assert len(err) == 1 and "unknown LM spec" in err[0]
 
 
+@pytest.mark.parametrize("command", ["evaluate", "study"])
+def test_expected_values_on_an_api_model_are_refused_before_any_call(command, capsys):
+    args = [command, "--lm", "some-model", "--api-base", "http://127.0.0.1:9/v1", "--value-mode", "expected"]
+    assert main(args + ["--n", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--value-mode sample" in err[0]
+
+
 @pytest.mark.model
 def test_check_lm_end_to_end_with_the_embedded_model(tmp_path):
     require_shared("sst2", "validation.jsonl")

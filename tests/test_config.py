@@ -34,3 +34,19 @@ def test_bad_configs_name_the_key_and_the_allowed_values(tmp_path, text, message
 def test_missing_config_lists_the_shipped_ones():
     with pytest.raises(ConfigError, match="quick"):
         load_config("no-such-config")
+
+
+def test_api_models_sample_importances_and_refuse_expected_values(tmp_path):
+    """Expected values need the embedded decoder: an API config defaults to sample and rejects expected."""
+    base = "name: api\nlm: openai/gpt-4o-mini\n"
+    (tmp_path / "ok.yaml").write_text(base + "variants:\n  - {program: PE}\n")
+    config = load_config(tmp_path / "ok.yaml")
+    assert config.variants[0].value_mode == "sample" and config.search.space["value_mode"] == ("sample",)
+    (tmp_path / "bad.yaml").write_text(base + "variants:\n  - {program: PE, value_mode: expected}\n")
+    with pytest.raises(ConfigError, match=r"variants\[0\]\.value_mode.*embedded"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "space.yaml").write_text(base + "search:\n  space: {value_mode: [expected]}\n")
+    with pytest.raises(ConfigError, match=r"search\.space\.value_mode"):
+        load_config(tmp_path / "space.yaml")
+    local = load_config("quick")
+    assert any(v.value_mode == "expected" for v in local.variants)
