@@ -61,3 +61,31 @@ def test_server_logprobs_arrive_as_lm15_logprobs(server):
     lm = make_lm("openai/smollm2", api_base=server, cache=False)
     lm("Say yes.", max_tokens=3, logprobs=True, top_logprobs=3)
     assert lm.history[-1]["outputs"] and lm.engine.schema_style in ("auto", "json_schema", "json_object")
+
+
+def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
+    """A tiny experiment through the OpenAI-compatible path with a canary key in the environment: the key
+    is used (the client reads it) but appears nowhere in the MLflow store, its artifacts, or an export."""
+    require_shared("sst2", "validation.jsonl")
+    from experiments.config import load_config
+    from experiments.export import export_run, find_run
+    from experiments.run import run_experiment
+    from programs.lm import make_lm
+
+    canary = "sk-selfx-canary-3f9a1c7e5b"
+    monkeypatch.setenv("OPENAI_API_KEY", canary)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "api.yaml").write_text(
+        f"name: api\nlm: smollm2\napi_base: {server}\n"
+        "data: {source: sst2, train_n: 0, dev_n: 0, test_n: 2}\n"
+        "variants:\n  - {program: P, decision: generated}\n"
+        "measure: {mode: corrected, probe: predict-only, faithfulness_n: 1, explainers: [random]}\n")
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    result = run_experiment(load_config(tmp_path / "api.yaml"), uri=uri, progress=False)
+    assert result["variants"]
+    export_run(find_run("selfx-api", uri=uri), tmp_path / "export", make_lm("smollm2", api_base=server, cache=False))
+    scanned = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "api.yaml"]
+    assert any(p.name == "mlflow.db" for p in scanned) and any(p.name == "program.json" for p in scanned)
+    leaked = [str(p) for p in scanned if canary.encode() in p.read_bytes()]
+    assert not leaked, leaked
