@@ -18,7 +18,7 @@ from metrics.stats import mean_ci
 from programs.data import load_examples
 from programs.demos import build_demos
 from programs.lean_adapter import default_adapter
-from programs.lm import describe_lm, history_tokens, is_embedded, make_lm, supports_expected_values
+from programs.lm import check_value_mode, describe_lm, history_tokens, is_embedded, make_lm
 from programs.probe import Probe, ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.readout import to_answer, to_attribution
@@ -171,9 +171,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
              with_occlusion: bool = False, faithfulness: bool = False) -> dict[str, Any]:
     if decision not in (*DECISIONS, "all"):
         raise ValueError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
-    if value_mode == "expected" and not supports_expected_values(lm_spec, api_base):
-        raise ValueError(f"value mode 'expected' needs an embedded model; {lm_spec} returns sampled importances "
-                         "only: use --value-mode sample")
+    check_value_mode(lm_spec, api_base, value_mode)
     examples = load_examples(data, split="validation", n=n)
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
     adapter = default_adapter(lm)

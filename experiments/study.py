@@ -23,7 +23,7 @@ from metrics.modes import MetricMode, metric_mode
 from programs.data import load_examples
 from programs.explainers import explainer
 from programs.lean_adapter import default_adapter
-from programs.lm import describe_lm, make_lm, supports_expected_values
+from programs.lm import check_value_mode, describe_lm, make_lm
 from programs.probe import ProgramProbe
 from programs.probe_cache import DEFAULT_CACHE, ProbeCache
 from programs.readout import to_attribution
@@ -40,9 +40,7 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
                mode_name: str = "corrected", probe_mode: str = "logprob", value_mode: str = "expected",
                lime_samples_per_token: int = 10, cache_path: str = str(DEFAULT_CACHE), seed: int = 0,
                p_source: str | None = None) -> dict[str, Any]:
-    if value_mode == "expected" and not supports_expected_values(lm_spec, api_base):
-        raise ValueError(f"value mode 'expected' needs an embedded model; {lm_spec} returns sampled importances "
-                         "only: use --value-mode sample")
+    check_value_mode(lm_spec, api_base, value_mode)
     mode: MetricMode = metric_mode(mode_name)
     examples = load_examples(data, split="validation", n=n)
     tokens = [e.text.split() for e in examples]

@@ -86,6 +86,13 @@ def supports_expected_values(spec: str, api_base: str | None = None) -> bool:
     return parse_lm_spec(spec, api_base).backend == "local"
 
 
+def check_value_mode(spec: str, api_base: str | None, value_mode: str) -> None:
+    """Refuse expected-value importances on an API model rather than silently sampling them."""
+    if value_mode == "expected" and not supports_expected_values(spec, api_base):
+        raise ValueError(f"value mode 'expected' needs an embedded model; {spec} returns sampled importances only: "
+                         "use --value-mode sample")
+
+
 def reflection_lm(lm: Any, *, n_ctx: int = 8192) -> Any:
     """The LM an instruction optimiser (GEPA) reflects with: the same model, but an embedded one gets a wider
     context (the reflection prompt holds the instruction, examples, outputs and feedback: over 4k tokens;
