@@ -246,7 +246,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
                         cache_path=args.cache)
     print(markdown_tables(report))
     print(f"wall time {report['wall_seconds']:.1f} s; probe: {report['probe_stats']}")
-    files = write_outputs({**report, "model": f"live-{report['model']}"}, Path(args.out))
+    files = write_outputs(report, Path(args.out))
     _write_json(args.json, report)
     if not args.no_mlflow:
         from experiments.tracking import log_run

@@ -141,7 +141,9 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> list[Path]:
     import csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"replay_{report['model']}_{report['mode']}"
+    # a live study's model name may be a path or "provider/model"
+    model = str(report["model"]).replace("/", "_").replace("\\", "_")
+    stem = f"{'study' if 'backend' in report else 'replay'}_{model}_{report['mode']}"
     md = out_dir / f"{stem}.md"
     md.write_text(markdown_tables(report), encoding="utf-8")
     path = out_dir / f"{stem}.csv"
