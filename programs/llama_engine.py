@@ -55,6 +55,39 @@ _LOADED: dict[str, _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU reports Intel AMX (``amx_int8``); False where /proc/cpuinfo is unreadable."""
+    try:
+        return "amx_int8" in Path(cpuinfo).read_text()
+    except OSError:
+        return False
+
+
+def avoid_amx_repack() -> None:
+    """Load every later llama.cpp model without extra buffer types when the CPU has AMX.
+
+    A native build of llama-cpp-python 0.3.x on an AMX CPU (Sapphire Rapids and newer) repacks
+    Q4_K/Q8_0 weights into an AMX buffer and segfaults in its first ``llama_decode``
+    (ggml-org/llama.cpp#20824; measured here on both embedded models). ``use_extra_bufts=False``
+    keeps the weights in plain CPU buffers. ``Llama`` does not expose that field, so the defaults
+    it starts from are wrapped; process-wide so a llama.cpp server started from Python gets it too.
+    Elsewhere nothing changes (the non-AMX repack stays on). Idempotent.
+    """
+    import llama_cpp.llama_cpp as bindings
+
+    defaults = bindings.llama_model_default_params
+    if not cpu_has_amx() or getattr(defaults, "without_extra_bufts", False):
+        return
+
+    def without_extra_bufts() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    without_extra_bufts.without_extra_bufts = True  # type: ignore[attr-defined]
+    bindings.llama_model_default_params = without_extra_bufts
+
+
 @atexit.register
 def _close_models() -> None:
     # Free the models while llama.cpp's bindings still exist; at interpreter teardown they may not.
@@ -73,6 +106,7 @@ def _load(path: str, chat: bool, n_ctx: int) -> _Loaded:
                 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
             except ImportError as exc:  # pragma: no cover - install hint
                 raise ImportError("the embedded engine needs llama-cpp-python: pip install llama-cpp-python") from exc
+            avoid_amx_repack()
             llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 2, n_batch=512,
                         logits_all=False, verbose=False, seed=0)
             formatter, stop = None, []

@@ -27,7 +27,9 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model("smollm2-135m").locate()),
+            # the server as `python -m llama_cpp.server`, with the engine's AMX guard (see avoid_amx_repack)
+            [sys.executable, "-c", "from programs.llama_engine import avoid_amx_repack; avoid_amx_repack(); "
+             "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')", "--model", str(embedded_model("smollm2-135m").locate()),
              "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
             stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
