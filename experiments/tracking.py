@@ -48,6 +48,7 @@ def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: 
             artifacts: Iterable[Path] = (), tags: dict[str, str] | None = None, uri: str | None = None) -> str:
     """One run with params, finite metrics and artifact files; returns its run id."""
     mlflow = use_experiment(uri, experiment)
+    mlflow.clear_active_model()  # a model loaded earlier in this process would otherwise claim these metrics
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         finite = {metric_key(k): float(v) for k, v in metrics.items()
