@@ -14,6 +14,7 @@ in-process model needs:
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import random
 import threading
@@ -338,8 +339,19 @@ class LlamaCppEngine:
         key = repr(sorted(schema.items())) if schema else ""
         if key not in self._grammars:
             text = schema_to_gbnf(schema) if schema else JSON_GBNF
+            self._check_grammar(text, schema)
             self._grammars[key] = LlamaGrammar.from_string(text, verbose=False)
         return self._grammars[key]
+
+    def _check_grammar(self, text: str, schema: dict[str, Any]) -> None:
+        # llama.cpp parses a grammar only when sampling starts, and a grammar it cannot parse
+        # crashes the process there; parse it once here so the caller gets an error instead.
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(self._loaded().llm._model.vocab, text.encode("utf-8"), b"root")
+        if not sampler:
+            raise ValueError(f"llama.cpp cannot parse the grammar made from the response schema {json.dumps(schema)[:300]}")
+        llama_cpp.llama_sampler_free(sampler)
 
     def _loaded(self) -> _Loaded:
         return _load(self.model_path, self._chat, self.n_ctx)

@@ -100,7 +100,7 @@ def _compile(schema: dict[str, Any], out: list[Segment], groups: Any) -> bool:
     if kind == "array":
         items = schema.get("prefixItems")
         if items is not None:
-            if schema.get("items") not in (None, False) or not items:
+            if schema.get("items") not in (None, False):
                 return False
             out.append(Fixed("["))
             for i, sub in enumerate(items):
@@ -112,6 +112,9 @@ def _compile(schema: dict[str, Any], out: list[Segment], groups: Any) -> bool:
             return True
         item = schema.get("items") or {}
         count = schema.get("minItems")
+        if count == 0 and schema.get("maxItems") == 0:  # e.g. the top-k words of an empty review
+            out.append(Fixed("[]"))
+            return True
         if count is None or count != schema.get("maxItems") or count < 1 or "enum" not in item:
             return False
         group = next(groups) if schema.get("uniqueItems") else None

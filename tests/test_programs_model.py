@@ -34,6 +34,21 @@ def test_order_is_visible_in_the_raw_constrained_output(local_lm, name, first_ke
     assert (label_slot > 0) == name.startswith("EP")  # E-P reads the label after the explanation
 
 
+@pytest.mark.parametrize("name", ["EP", "EP-topk"])
+def test_an_empty_review_still_gets_a_label(local_lm, name):
+    # contextual calibration sends "" through every program: an empty explanation, then the label
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = SentimentProgram(name, value_mode="expected")(review="")
+    assert prediction.failure is None and prediction.label in ("positive", "negative")
+    assert list(getattr(prediction, "top_words" if name.endswith("topk") else "explanation")) == []
+
+
+def test_an_unparseable_grammar_is_an_error_not_a_crash(engine):
+    # llama.cpp would only parse it when sampling starts, and crash the process there
+    with pytest.raises(ValueError, match="cannot parse the grammar"):
+        engine._grammar({"type": "object", "properties": {"x": {"enum": []}}, "required": ["x"]})
+
+
 def test_full_explanation_has_one_value_per_position_repeated_words_included(local_lm):
     with dspy.context(lm=local_lm, adapter=LeanAdapter()):
         prediction = SentimentProgram("PE", value_mode="expected")(review=REVIEW)

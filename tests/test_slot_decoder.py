@@ -101,6 +101,19 @@ def test_unique_word_slots_never_repeat_a_word():
     assert json.loads(text) == ["pos", "neg"]
 
 
+@pytest.mark.parametrize("empty", [
+    {"type": "array", "items": {"type": "string", "enum": []}, "minItems": 0, "maxItems": 0, "uniqueItems": True},
+    {"type": "array", "prefixItems": []},
+])
+def test_an_empty_review_has_an_empty_explanation_not_a_grammar_fallback(empty):
+    # the content-free input "" (contextual calibration) has no tokens: no words to rank, no values
+    schema = {"type": "object", "properties": {"words": empty, "label": {"enum": ["pos", "neg"]}},
+              "required": ["words", "label"]}
+    text, readings = decode(compile_schema(schema), [], tokenize=tokenize, logits_at=toy_logits({"pos": 1.0}),
+                            choose=greedy)
+    assert json.loads(text) == {"words": [], "label": "pos"} and [r.kind for r in readings] == ["enum"]
+
+
 def test_enum_bias_moves_the_decision_and_expected_mode_rewrites_numbers():
     options = DecodeOptions.from_metadata(DecodeOptions("expected", {"neg": 2.0}).to_metadata())
     assert options.enum_bias == {"neg": 2.0} and options.value_mode == "expected"
