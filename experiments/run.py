@@ -157,9 +157,6 @@ def variant_params(variant: Variant, program: SentimentProgram, lm: Any, config:
 def log_variant(mlflow: Any, program: SentimentProgram, variant: Variant, lm: Any, config: ExperimentConfig,
                 metrics: dict[str, float | None], rows: list[dict[str, Any]], parent_run_id: str) -> str:
     """One nested run with params, metrics and artifacts (explicit parent id: safe from any thread)."""
-    # A model logged earlier in this process (another run, even another store) stays "active" and
-    # MLflow would attach these metrics to it: clear it so metrics belong to this run only.
-    mlflow.clear_active_model()
     with mlflow.start_run(run_name=variant.name, nested=True, parent_run_id=parent_run_id) as run:
         mlflow.set_tags({"selfx.variant": variant.name, "selfx.program": variant.program})
         mlflow.log_params({k: str(v) for k, v in variant_params(variant, program, lm, config).items()})

@@ -36,6 +36,9 @@ def use_experiment(uri: str | None, experiment: str) -> Any:
         root = Path(resolved.removeprefix("sqlite:///")).parent.resolve()
         mlflow.create_experiment(experiment, artifact_location=(root / experiment).as_uri())
     mlflow.set_experiment(experiment)
+    # A model loaded earlier in this process (another run, even another store) stays "active" and
+    # MLflow would attach the metrics we log to it: clear it so metrics belong to their run only.
+    mlflow.clear_active_model()
     return mlflow
 
 
@@ -48,7 +51,6 @@ def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: 
             artifacts: Iterable[Path] = (), tags: dict[str, str] | None = None, uri: str | None = None) -> str:
     """One run with params, finite metrics and artifact files; returns its run id."""
     mlflow = use_experiment(uri, experiment)
-    mlflow.clear_active_model()  # a model loaded earlier in this process would otherwise claim these metrics
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         finite = {metric_key(k): float(v) for k, v in metrics.items()
