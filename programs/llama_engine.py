@@ -348,9 +348,11 @@ class LlamaCppEngine:
         # crashes the process there; parse it once here so the caller gets an error instead.
         import llama_cpp
 
-        sampler = llama_cpp.llama_sampler_init_grammar(self._loaded().llm._model.vocab, text.encode("utf-8"), b"root")
+        vocab = self._loaded().llm._model.vocab
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
         if not sampler:
-            raise ValueError(f"llama.cpp cannot parse the grammar made from the response schema {json.dumps(schema)[:300]}")
+            raise ValueError("llama.cpp cannot parse the grammar made from the response schema "
+                             f"{json.dumps(schema)[:300]}")
         llama_cpp.llama_sampler_free(sampler)
 
     def _loaded(self) -> _Loaded:

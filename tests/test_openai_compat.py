@@ -29,7 +29,8 @@ def server(tmp_path_factory):
         process = subprocess.Popen(
             # the server as `python -m llama_cpp.server`, with the engine's AMX guard (see avoid_amx_repack)
             [sys.executable, "-c", "from programs.llama_engine import avoid_amx_repack; avoid_amx_repack(); "
-             "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')", "--model", str(embedded_model("smollm2-135m").locate()),
+             "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')",
+             "--model", str(embedded_model("smollm2-135m").locate()),
              "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
             stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"

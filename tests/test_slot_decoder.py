@@ -102,7 +102,8 @@ def test_unique_word_slots_never_repeat_a_word():
 
 
 @pytest.mark.parametrize("empty", [
-    {"type": "array", "items": {"type": "string", "enum": []}, "minItems": 0, "maxItems": 0, "uniqueItems": True},
+    {"type": "array", "items": {"type": "string", "enum": []}, "minItems": 0, "maxItems": 0,
+     "uniqueItems": True},
     {"type": "array", "prefixItems": []},
 ])
 def test_an_empty_review_has_an_empty_explanation_not_a_grammar_fallback(empty):
