@@ -202,7 +202,7 @@ class LlamaCppEngine:
                 text, readings, n_out = self._decode_skeleton(prompt, skeleton, temperature, seed, options)
                 return Response(id=None, model=request.model, message=Message.assistant(text), finish_reason="stop",
                                 usage=Usage(input_tokens=len(prompt), output_tokens=n_out),
-                                logprobs=readings_to_logprobs(readings))
+                                logprobs=readings_to_logprobs(skeleton, readings))
             out = loaded.llm.create_completion(
                 prompt=prompt,
                 max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,

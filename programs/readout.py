@@ -7,6 +7,7 @@ answers to token positions with a stated policy, and label probabilities read fr
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Sequence
 
 from scipy.special import logsumexp
@@ -98,29 +99,50 @@ def align_topk(tokens: Sequence[str], words: Sequence[str] | None, k: int) -> At
                        info={"policy": "first-unused-occurrence", "k": k, "matched_share": len(ranking) / k})
 
 
+# Where the label's value starts in an answer: DSPy's JSON answers (lean and JSON adapters) and its
+# chat format's field header.
+_LABEL_VALUE = re.compile(r'"label"\s*:\s*"|\[\[ ## label ## \]\]\s*')
+
+
 def label_log_probs(logprobs: Any) -> dict[str, float] | None:
     """Label log-probabilities at the label slot, renormalised over the two labels.
 
-    Reads the first position whose chosen token starts a label: from the embedded engine's slot
-    readings (alternatives are whole labels) or an API's ``top_logprobs`` (alternatives are
-    tokens; a token that is a prefix of exactly one label counts for it). None when the position
-    is absent or an allowed label is missing from the alternatives (the probability is unknown).
+    The slot is found by its place in the answer: the entries' tokens, concatenated, spell the
+    answer (an API's tokens; the embedded engine's fixed text and slots), and the label is the
+    entry holding the first character after the ``label`` key. Its alternatives are whole labels
+    (embedded slot) or tokens (API ``top_logprobs``: a token that is a prefix of exactly one label
+    counts for it). None when there is no label key, or an allowed label is missing from the
+    alternatives (the probability is unknown).
     """
     content = (logprobs or {}).get("content") if isinstance(logprobs, dict) else None
-    for entry in content or []:
-        if _label_of(entry.get("token", "")) is None:
-            continue
-        mass: dict[str, list[float]] = {}
-        for alternative in entry.get("top_logprobs") or []:
-            label = _label_of(alternative.get("token", ""))
-            if label is not None:
-                mass.setdefault(label, []).append(float(alternative["logprob"]))
-        if set(mass) != set(LABELS):
-            return None
-        totals = {label: float(logsumexp(values)) for label, values in mass.items()}
-        norm = float(logsumexp(list(totals.values())))
-        return {label: value - norm for label, value in totals.items()}
+    if not content:
+        return None
+    tokens = [str(entry.get("token", "")) for entry in content]
+    match = _LABEL_VALUE.search("".join(tokens))
+    if match is None:
+        return None
+    start = 0
+    for token, entry in zip(tokens, content):
+        if start + len(token) > match.end():
+            # the part of this token before the value (e.g. ' "' in ' "pos') is shared by its alternatives
+            before = token[: match.end() - start]
+            return _renormalised_labels(entry.get("top_logprobs") or [], before)
+        start += len(token)
     return None
+
+
+def _renormalised_labels(alternatives: Sequence[dict[str, Any]], before: str) -> dict[str, float] | None:
+    mass: dict[str, list[float]] = {}
+    for alternative in alternatives:
+        token = str(alternative.get("token", ""))
+        label = _label_of(token[len(before):]) if token.startswith(before) else None
+        if label is not None:
+            mass.setdefault(label, []).append(float(alternative["logprob"]))
+    if set(mass) != set(LABELS):
+        return None
+    totals = {label: float(logsumexp(values)) for label, values in mass.items()}
+    norm = float(logsumexp(list(totals.values())))
+    return {label: value - norm for label, value in totals.items()}
 
 
 def _label_of(token: str) -> str | None:

@@ -24,9 +24,9 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 from scipy.special import logsumexp
 
-# Bumped whenever decoding of the same request changes, so response caches keyed by the request
-# (DSPy's, the probe's) never serve answers decoded the old way.
-DECODER_VERSION = "2"
+# Bumped whenever what the engine returns for the same request changes (text or logprobs), so
+# response caches keyed by the request (DSPy's, the probe's) never serve answers made the old way.
+DECODER_VERSION = "3"
 
 UNSIGNED_GRID = tuple(f"{i / 10:.1f}" for i in range(11))
 SIGNED_GRID = tuple(f"-{i / 10:.1f}" for i in range(10, 0, -1)) + UNSIGNED_GRID
@@ -260,20 +260,31 @@ def rewrite_expected(segments: Sequence[Segment], readings: Sequence[Reading]) -
     return "".join(text)
 
 
-def readings_to_logprobs(readings: Sequence[Reading]) -> tuple[Any, ...]:
-    """Slot readings as lm15 token log-probabilities: the chosen option, all options as alternatives.
+def readings_to_logprobs(segments: Sequence[Segment], readings: Sequence[Reading]) -> tuple[Any, ...]:
+    """The decoded answer as lm15 token log-probabilities, one entry per piece of the skeleton in order.
 
-    This is how they reach ``prediction.logprobs`` through DSPy when a caller asks for logprobs,
-    in the same shape an OpenAI-compatible API gives (so one reader serves both).
+    Fixed text is an entry of its own (log-probability 0: it was forced; no alternatives); a slot is
+    its chosen option with every allowed option as an alternative, then its closing text as fixed.
+    Concatenated, the entries spell the answer (numbers as their grid option), as an API's tokens
+    do, so one reader finds a field by its place in the text for both (a review word such as "n't"
+    in an E-P explanation is never mistaken for the label). This is how readings reach
+    ``prediction.logprobs`` through DSPy when a caller asks for logprobs.
     """
     from dspy.lm15 import TokenLogprob, TopLogprob
 
+    values = iter(readings)
     out = []
-    for reading in readings:
+    for segment in segments:
+        if isinstance(segment, Fixed):
+            out.append(TokenLogprob(token=segment.text, logprob=0.0))
+            continue
+        reading = next(values)
         top = tuple(TopLogprob(token=o, logprob=lp) for o, lp in zip(reading.options, reading.logprobs)
                     if not np.isnan(lp))
         out.append(TokenLogprob(token=reading.options[reading.chosen], logprob=reading.logprobs[reading.chosen],
                                 top=top))
+        if segment.closing:
+            out.append(TokenLogprob(token=segment.closing, logprob=0.0))
     return tuple(out)
 
 

@@ -41,8 +41,9 @@ def test_odds_come_from_the_label_slot_and_calibration_is_stored():
         prediction = original(**kwargs)
         odds = odds_by_text.get(kwargs["review"], -4.0)
         p = 1 / (1 + math.exp(-odds))
-        prediction.logprobs = {"content": [{"token": "positive", "top_logprobs": [
-            {"token": "positive", "logprob": math.log(p)}, {"token": "negative", "logprob": math.log(1 - p)}]}]}
+        label = {"token": "positive", "top_logprobs": [{"token": "positive", "logprob": math.log(p)},
+                                                       {"token": "negative", "logprob": math.log(1 - p)}]}
+        prediction.logprobs = {"content": [{"token": '{"label": "', "top_logprobs": []}, label]}
         return prediction
 
     program.predict.forward = with_logprobs

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from programs.lean_adapter import LeanAdapter
+from programs.readout import label_log_probs
 from programs.signatures import Sentiment
 from programs.slot_decoder import log_softmax
 
@@ -102,7 +103,12 @@ def test_free_text_fields_use_the_llama_grammar(smol_lm):
 def test_label_readings_arrive_in_prediction_logprobs(local_lm):
     with dspy.context(lm=local_lm, adapter=LeanAdapter()):
         prediction = dspy.Predict(Sentiment)(review=REVIEWS[0], config={"logprobs": True, "top_logprobs": 20})
-    label_entry = prediction.logprobs["content"][0]
+    content = prediction.logprobs["content"]
+    # the entries spell the answer, fixed text included, so readers find the label by its place
+    assert json.loads("".join(entry["token"] for entry in content)) == {"label": prediction.label,
+                                                                        "confidence": prediction.confidence}
+    assert content[0]["token"] == '{"label": "' and content[0]["top_logprobs"] == []
+    label_entry = content[1]
     assert {t["token"] for t in label_entry["top_logprobs"]} == {"negative", "positive"}
     total = sum(math.exp(t["logprob"]) for t in label_entry["top_logprobs"])
     assert abs(total - 1.0) < 1e-6
@@ -112,7 +118,7 @@ def test_label_log_odds_read_while_decoding_equal_a_separate_scoring_pass(smol_l
     local_lm, engine = smol_lm, smol_lm.engine
     with dspy.context(lm=local_lm, adapter=LeanAdapter()):
         prediction = dspy.Predict(Sentiment)(review=REVIEWS[1], config={"logprobs": True, "top_logprobs": 20})
-    read = {t["token"]: t["logprob"] for t in prediction.logprobs["content"][0]["top_logprobs"]}
+    read = label_log_probs(prediction.logprobs)
     messages = LeanAdapter().format(Sentiment, [], {"review": REVIEWS[1]})
     # log-odds at the point where the labels diverge (their first tokens), as the decoder reads them
     scored = engine.score_continuations(messages, '{"label": "', ["positive", "negative"])
@@ -123,7 +129,7 @@ def test_slot_logprobs_equal_the_decoders_reading(smol_lm):
     local_lm, engine = smol_lm, smol_lm.engine
     with dspy.context(lm=local_lm, adapter=LeanAdapter()):
         prediction = dspy.Predict(Sentiment)(review=REVIEWS[2], config={"logprobs": True, "top_logprobs": 20})
-    read = {t["token"]: t["logprob"] for t in prediction.logprobs["content"][0]["top_logprobs"]}
+    read = label_log_probs(prediction.logprobs)
     messages = LeanAdapter().format(Sentiment, [], {"review": REVIEWS[2]})
     separate = engine.slot_logprobs(messages, '{"label": "', ["negative", "positive"])
     assert abs(read["positive"] - separate["positive"]) < 1e-4 and abs(read["negative"] - separate["negative"]) < 1e-4

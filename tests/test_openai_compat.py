@@ -92,3 +92,38 @@ def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
     assert any(p.name == "mlflow.db" for p in scanned) and any(p.name == "program.json" for p in scanned)
     leaked = [str(p) for p in scanned if canary.encode() in p.read_bytes()]
     assert not leaked, leaked
+
+
+def test_e_p_label_is_read_after_explanation_tokens_that_look_like_labels(server):
+    """E-P through an OpenAI-compatible server: the explanation copies "positive" from the review, and
+    that token's alternatives include both labels; the label reading must come from the label's own
+    token, after the ``"label": "`` key."""
+    import dspy
+
+    from programs.lm import make_lm
+    from programs.self_explain import SentimentProgram, label_log_odds
+
+    lm = make_lm("openai/smollm2", api_base=server, cache=False)
+    program = SentimentProgram("EP")
+    program.predict.demos = [
+        dspy.Example(review="not positive , sadly", label="negative", confidence=0.8,
+                     explanation=[["not", -0.5], ["positive", 0.3], [",", 0.0], ["sadly", -0.6]],
+                     ).with_inputs("review"),
+        dspy.Example(review="a positive surprise", label="positive", confidence=0.9,
+                     explanation=[["a", 0.0], ["positive", 0.6], ["surprise", 0.4]]).with_inputs("review")]
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        prediction = program(review="negative reviews , but a fine film")
+    content = prediction.logprobs["content"]
+    tokens = [entry["token"] for entry in content]
+    at = next(i for i in range(len(tokens)) if "".join(tokens[:i]).rstrip().endswith('"label": "'))
+    def alternatives(entry):
+        return {t["token"].strip(' "'): t["logprob"] for t in entry["top_logprobs"]}
+    early = [alternatives(entry) for entry in content[:at - 2]
+             if entry["token"].strip(' "') in ("positive", "negative")]
+    assert early and {"positive", "negative"} <= set(early[0])  # the explanation wrote a label word first
+    def odds(a):
+        return a["positive"] - a["negative"]
+    read = label_log_odds(prediction)
+    # the label token's reading (other spellings such as "Positive" add a little mass), not the word's
+    assert read == pytest.approx(odds(alternatives(content[at])), abs=0.05)
+    assert abs(read - odds(early[0])) > 0.5

@@ -61,17 +61,37 @@ def test_api_answers_are_aligned_with_a_stated_policy():
     assert topk.ranking == (0, 3) and topk.coverage == pytest.approx(2 / 3)
 
 
+def _api_tokens(*pieces):
+    """An API-style logprobs stream: (token, {alternative: p}) pairs, or bare tokens without alternatives."""
+    def entry(piece):
+        if not isinstance(piece, tuple):
+            return {"token": piece, "top_logprobs": []}
+        token, alternatives = piece
+        top = [{"token": t, "logprob": math.log(q)} for t, q in alternatives.items()]
+        return {"token": token, "top_logprobs": top}
+    return {"content": [entry(piece) for piece in pieces]}
+
+
 def test_label_probabilities_from_api_top_logprobs():
-    content = {"content": [
-        {"token": '{"', "top_logprobs": []},
-        {"token": "pos", "top_logprobs": [{"token": "pos", "logprob": math.log(0.5)},
-                                          {"token": "neg", "logprob": math.log(0.3)},
-                                          {"token": "positive", "logprob": math.log(0.1)},
-                                          {"token": "maybe", "logprob": math.log(0.1)}]}]}
-    lp = label_log_probs(content)
+    alternatives = {' "pos': 0.5, ' "neg': 0.3, ' "positive': 0.1, " maybe": 0.1}
+    stream = _api_tokens('{"', "label", '":', (' "pos', alternatives), 'itive"', "}")
+    lp = label_log_probs(stream)
     assert math.exp(lp["positive"]) == pytest.approx(0.6 / 0.9)
-    missing = {"content": [{"token": "positive", "top_logprobs": [{"token": "positive", "logprob": -0.1}]}]}
+    missing = _api_tokens('{"label": "', ("positive", {"positive": 0.9}), '"}')
     assert label_log_probs(missing) is None
+    no_key = _api_tokens(("positive", {"positive": 0.6, "negative": 0.4}))
+    assert label_log_probs(no_key) is None
+    chat = _api_tokens("[[ ## label ## ]]", "\n", ("neg", {"neg": 0.2, "pos": 0.8}), "ative")
+    assert math.exp(label_log_probs(chat)["positive"]) == pytest.approx(0.8)
+
+
+def test_label_is_read_after_an_explanation_whose_words_look_like_labels():
+    # E-P from an API: "n" (of "n't") and "pos" come before the label and must not be taken for it
+    stream = _api_tokens('{"explanation": [["ca", 0.0], ["', ("n", {"n": 0.9, "p": 0.1}), '\'t", -0.6], ["',
+                         ("pos", {"pos": 0.5, "neg": 0.5}), 'h", 0.1]], "label": "',
+                         ("negative", {"negative": 0.75, "positive": 0.25}), '", "confidence": 0.8}')
+    lp = label_log_probs(stream)
+    assert math.exp(lp["negative"]) == pytest.approx(0.75)
 
 
 def test_full_program_reads_explanation_and_both_probabilities():

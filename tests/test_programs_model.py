@@ -5,11 +5,12 @@ import json
 import dspy
 import pytest
 
-from programs.lean_adapter import LeanAdapter
+from programs.lean_adapter import LeanAdapter, output_schema
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
-from programs.readout import to_answer, to_attribution
+from programs.readout import label_log_probs, refine_schema, to_answer, to_attribution
 from programs.self_explain import SentimentProgram
+from programs.slot_decoder import DecodeOptions, compile_schema
 
 pytestmark = pytest.mark.model
 
@@ -29,9 +30,34 @@ def test_order_is_visible_in_the_raw_constrained_output(local_lm, name, first_ke
     raw = json.loads(_raw(local_lm))
     assert next(iter(raw)) == first_key
     assert prediction.failure is None
-    kinds = [entry["token"] for entry in prediction.logprobs["content"]]
-    label_slot = next(i for i, token in enumerate(kinds) if token in ("positive", "negative"))
-    assert (label_slot > 0) == name.startswith("EP")  # E-P reads the label after the explanation
+    tokens = [entry["token"] for entry in prediction.logprobs["content"]]
+    label_slot = next(i for i, token in enumerate(tokens) if token in ("positive", "negative"))
+    before = "".join(tokens[:label_slot])
+    assert before.endswith('"label": "')
+    assert (before != '{"label": "') == name.startswith("EP")  # E-P reads the label after the explanation
+
+
+def test_label_words_in_a_top_k_explanation_are_not_read_as_the_label(smol_lm):
+    # the top word is "negative" or "positive" and comes first: the reading must be the label slot's
+    review = "negative positive ."
+    program = SentimentProgram("EP-topk")
+    with dspy.context(lm=smol_lm, adapter=LeanAdapter()):
+        prediction = program(review=review)
+    tokens = [entry["token"] for entry in prediction.logprobs["content"]]
+    assert tokens[0] == '{"top_words": ["' and tokens[1] in ("negative", "positive")  # a label word first
+    # the decoder's own readings, slot by slot: the enum slot is the label, the word slot is not
+    inputs = program._inputs(review)
+    skeleton = compile_schema(refine_schema(output_schema(program.predict.signature), inputs))
+    prompt = smol_lm.engine.prompt_tokens(LeanAdapter().format(program.predict.signature, [], inputs))
+    with smol_lm.engine._loaded().lock:
+        _, readings, _ = smol_lm.engine._decode_skeleton(prompt, skeleton, 0.0, 0, DecodeOptions())
+    word, label = (next(r for r in readings if r.kind == kind) for kind in ("word", "enum"))
+    read = label_log_probs(prediction.logprobs)
+    slot = dict(zip(label.options, label.logprobs))
+    slot_odds = slot["positive"] - slot["negative"]
+    assert read["positive"] - read["negative"] == pytest.approx(slot_odds, abs=1e-4)
+    as_word = dict(zip(word.options, word.logprobs))
+    assert abs((as_word["positive"] - as_word["negative"]) - (read["positive"] - read["negative"])) > 1e-2
 
 
 @pytest.mark.parametrize("name", ["EP", "EP-topk"])
@@ -84,8 +110,8 @@ def test_the_decided_label_is_forced_and_the_explanation_follows_it(local_lm):
     raw = json.loads(_raw(local_lm))
     assert raw["label"] == prediction.label == "negative"
     assert list(raw) == ["label", "confidence", "explanation"]  # decoded after the forced label
-    label_slot = prediction.logprobs["content"][0]
-    assert label_slot["token"] == "negative"
+    first, label_slot = prediction.logprobs["content"][:2]
+    assert first["token"] == '{"label": "' and label_slot["token"] == "negative"
 
 
 def test_a_base_model_without_chat_template_gets_a_plain_prompt():
