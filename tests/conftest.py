@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 from programs.data import shared_data_dir
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# DSPy's response cache defaults to ~/.dspy_cache, shared across sessions and code versions: a test must
+# never be answered by another run's cached reply.
+os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="selfx-dspy-cache-")
 
 
 def require_shared(*parts: str):
