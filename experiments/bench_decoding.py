@@ -16,7 +16,8 @@ import argparse
 import itertools
 import statistics
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import dspy
 

@@ -1,53 +1,70 @@
-"""Experiment configs: plain YAML, validated into frozen dataclasses with errors that name the key.
+"""Experiment configs: YAML validated by pydantic models, with errors that name the key and the allowed values.
 
 A config says which data (splits and sizes), which LM, which program variants to evaluate, how to
-measure them (metric mode, probe mode, explainers, faithfulness sample), what to optimise and with
-which budget, and where to track. See ``experiments/configs/quick.yaml``.
+measure them (metric mode, probe, explainers, faithfulness sample), what to optimise and with which
+budget, and where to track. Defaults live here, in the models, and nowhere else: the CLI reads its
+defaults from them. See ``experiments/configs/quick.yaml``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+
+from metrics.modes import MODES
+from programs.explainers import EXPLAINERS
 from programs.lm import supports_expected_values
+from programs.probe import PROBE_MODES
 from programs.self_explain import DECISIONS, PROGRAM_NAMES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-ADAPTERS = ("lean", "json", "chat")
-DEMO_SOURCES = ("occlusion", "self")
-VALUE_MODES = ("sample", "expected")
-OBJECTIVES = ("accuracy", "comprehensiveness", "comprehensiveness_bins", "sufficiency_bins", "df_mit", "rankdel")
-OPTIMIZERS = ("none", "bootstrap", "random-search", "mipro", "gepa")
-OPTIMIZER_METRICS = ("accuracy", "comprehensiveness", "combined")
+
+# Choices come from the registries: a new program, decision rule, probe, explainer or metric appears here by itself.
+Program = Literal[PROGRAM_NAMES]  # type: ignore[valid-type]
+Decision = Literal[DECISIONS]  # type: ignore[valid-type]
+ValueMode = Literal["sample", "expected"]
+Adapter = Literal["lean", "json", "chat"]
+DemoSource = Literal["occlusion", "self"]
+Optimizer = Literal["none", "bootstrap", "random-search", "mipro", "gepa"]
+OptimizerMetric = Literal["accuracy", "comprehensiveness", "combined"]
+# what a trial measures on the dev slice (ERASER bins: about 10 probe texts per sentence, affordable per trial)
+Objective = Literal["accuracy", "comprehensiveness_bins", "sufficiency_bins"]
+Mode = Literal[tuple(MODES)]  # type: ignore[valid-type]
+ProbeMode = Literal[PROBE_MODES]  # type: ignore[valid-type]
+ExplainerName = Literal[tuple(EXPLAINERS)]  # type: ignore[valid-type]
 
 
 class ConfigError(ValueError):
     """A config value that is missing, of the wrong type or not allowed."""
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataConfig(_Strict):
     source: str = "sst2"
     train_split: str = "train"
     eval_split: str = "validation"
-    train_n: int = 64
-    dev_n: int = 30
-    test_n: int = 100
-    seed: int = 0
+    train_n: NonNegativeInt = 64  # pool for the DSPy optimisers (train split)
+    dev_n: NonNegativeInt = 30  # calibration batch and optimisation objectives (first dev_n of the eval split)
+    test_n: NonNegativeInt = 100  # held-out evaluation (the next test_n of the eval split)
+    seed: NonNegativeInt = 0
 
 
-@dataclass(frozen=True)
-class Variant:
-    program: str = "P"
-    demos: int = 0
-    demo_source: str = "occlusion"
-    decision: str = "generated"
-    value_mode: str = "expected"
-    adapter: str = "lean"
-    optimizer: str = "none"
+class Variant(_Strict):
+    """One program variant: what ``selfx run`` evaluates and one point of ``selfx optimize``'s space."""
+
+    program: Program = "P"
+    demos: NonNegativeInt = 0
+    demo_source: DemoSource = "occlusion"
+    decision: Decision = "generated"
+    value_mode: ValueMode = "expected"
+    adapter: Adapter = "lean"
+    optimizer: Optimizer = "none"
 
     @property
     def name(self) -> str:
@@ -60,154 +77,155 @@ class Variant:
         return "-".join(parts)
 
 
-@dataclass(frozen=True)
-class MeasureConfig:
-    mode: str = "corrected"
-    probe: str = "logprob"
-    faithfulness_n: int = 20
-    explainers: tuple[str, ...] = ("occlusion", "random")
+# The study's paper prompt as selfx runs it: P-E, zero-shot, the generated label, sampled values.
+PAPER = Variant(program="PE", demos=0, decision="generated", value_mode="sample", adapter="lean")
 
 
-@dataclass(frozen=True)
-class SearchConfig:
+class MeasureConfig(_Strict):
+    mode: Mode = "corrected"
+    probe: ProbeMode = "logprob"
+    faithfulness_n: NonNegativeInt = 20
+    explainers: tuple[ExplainerName, ...] = Field(default=("occlusion", "random"), min_length=1)
+    lime_samples_per_token: PositiveInt = 10
+
+
+def _default_space() -> dict[str, tuple[Any, ...]]:
+    return {"program": ("P", "PE", "EP"), "demos": (0, 3), "decision": ("generated", "batch"),
+            "value_mode": ("expected",), "adapter": ("lean",), "optimizer": ("none", "bootstrap")}
+
+
+class SearchConfig(_Strict):
     """The Optuna variant space and budget of ``selfx optimize``."""
 
-    trials: int = 8
-    objectives: tuple[str, ...] = ("accuracy", "comprehensiveness_bins")
-    # what the DSPy optimisers maximise per example: the gold label, the ERASER-bin comprehensiveness
-    # of the example's explanation (cached probe), or (1 - w) * correct + w * comprehensiveness
-    optimizer_metric: str = "accuracy"
-    faithfulness_weight: float = 0.5
-    optimizer_budget: int = 12  # metric calls GEPA may spend, candidate trials MIPROv2 may run
-    space: dict[str, tuple[Any, ...]] = field(default_factory=lambda: {
-        "program": ("P", "PE", "EP"), "demos": (0, 3), "decision": ("generated", "batch"),
-        "value_mode": ("expected",), "adapter": ("lean",), "optimizer": ("none", "bootstrap")})
+    trials: PositiveInt = 8
+    objectives: tuple[Objective, ...] = Field(default=("accuracy", "comprehensiveness_bins"), min_length=1)
+    # what the DSPy optimisers maximise per example: the gold label, the ERASER-bin comprehensiveness of the
+    # example's explanation (cached probe), or (1 - w) * correct + w * comprehensiveness
+    optimizer_metric: OptimizerMetric = "accuracy"
+    faithfulness_weight: float = Field(default=0.5, ge=0, le=1)
+    optimizer_budget: PositiveInt = 12  # metric calls GEPA may spend, candidate trials MIPROv2 may run
+    space: dict[str, tuple[Any, ...]] = Field(default_factory=_default_space)
     storage: str = "sqlite:///mlruns/optuna.db"
 
+    @pydantic.field_validator("space", mode="before")
+    @classmethod
+    def _check_space(cls, space: Any) -> dict[str, tuple[Any, ...]]:
+        if not isinstance(space, dict):
+            raise ValueError("expected a mapping of dimension -> list of choices")
+        out = {}
+        for dim, options in space.items():
+            if dim not in Variant.model_fields:
+                raise ValueError(f"unknown dimension {dim!r}; allowed: {list(Variant.model_fields)}")
+            if not isinstance(options, (list, tuple)) or not options:
+                raise ValueError(f"{dim}: expected a non-empty list")
+            for option in options:
+                try:
+                    Variant.model_validate({dim: option})
+                except pydantic.ValidationError as exc:
+                    raise ValueError(f"{dim}: {_message(exc.errors()[0])}") from None
+            out[dim] = tuple(options)
+        return out
 
-@dataclass(frozen=True)
-class ExperimentConfig:
+
+class ExperimentConfig(_Strict):
     name: str
     lm: str = "local"
     api_base: str | None = None
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    variants: tuple[Variant, ...] = (Variant(),)
-    measure: MeasureConfig = field(default_factory=MeasureConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    seed: NonNegativeInt = 0
+    data: DataConfig = DataConfig()
+    variants: tuple[Variant, ...] = Field(default=(Variant(),), min_length=1)
+    measure: MeasureConfig = MeasureConfig()
+    search: SearchConfig = SearchConfig()
     tracking_uri: str | None = None
 
 
-_CHOICES: dict[str, tuple[Any, ...]] = {
-    "program": PROGRAM_NAMES, "decision": DECISIONS, "value_mode": VALUE_MODES, "adapter": ADAPTERS,
-    "demo_source": DEMO_SOURCES, "optimizer": OPTIMIZERS, "mode": ("compat", "corrected"),
-    "probe": ("logprob", "predict-only", "same-program"), "objectives": OBJECTIVES,
-    "explainers": ("occlusion", "lime", "random"), "optimizer_metric": OPTIMIZER_METRICS,
-}
+def _message(error: dict[str, Any]) -> str:
+    """One pydantic error in the words of the old hand-written checks (they named the allowed values)."""
+    kind, value = error["type"], error.get("input")
+    if kind == "literal_error":
+        allowed = error.get("ctx", {}).get("expected", "")
+        return f"{value!r} is not allowed; choose one of [{allowed.replace(' or ', ', ')}]"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected an integer, got {value!r}"
+    if kind == "greater_than_equal":
+        return f"must be >= {error['ctx']['ge']}, got {value!r}"
+    if kind == "greater_than":
+        return f"must be >= {error['ctx']['gt'] + 1}, got {value!r}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind in ("string_type", "float_type", "tuple_type", "dict_type", "model_type"):
+        return f"expected {kind.removesuffix('_type').replace('model', 'a mapping')}, got {value!r}"
+    return error["msg"].removeprefix("Value error, ")
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        values[key] = _check(key, value, fields[key], f"{where}.{key}" if where else key)
-    return cls(**values)
+def _where(location: tuple[Any, ...]) -> str:
+    out = ""
+    for part in location:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _check(key: str, value: Any, spec: dataclasses.Field, where: str) -> Any:
-    if key in ("data", "measure", "search"):
-        return _build({"data": DataConfig, "measure": MeasureConfig, "search": SearchConfig}[key], value, where)
-    if key == "variants":
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"{where}: expected a non-empty list of variants")
-        return tuple(_build(Variant, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if key == "space":
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of dimension -> list of choices")
-        out = {}
-        for dim, options in value.items():
-            if dim not in {f.name for f in dataclasses.fields(Variant)}:
-                raise ConfigError(f"{where}: unknown dimension {dim!r}; allowed: "
-                                  f"{[f.name for f in dataclasses.fields(Variant)]}")
-            if not isinstance(options, list) or not options:
-                raise ConfigError(f"{where}.{dim}: expected a non-empty list")
-            for option in options:
-                _allowed(dim, option, f"{where}.{dim}")
-            out[dim] = tuple(options)
-        return out
-    expected = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
-    if "int" in expected and "str" not in expected and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if expected.startswith("str") and not isinstance(value, str) and not (value is None and "None" in expected):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    if expected == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"{where}: expected a number between 0 and 1, got {value!r}")
-        return float(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-        raise ConfigError(f"{where}: must be >= 0, got {value}")
-    if key in ("objectives", "explainers"):
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"{where}: expected a non-empty list")
-        for item in value:
-            _allowed(key, item, where)
-        return tuple(value)
-    _allowed(key, value, where)
-    return value
-
-
-def _allowed(key: str, value: Any, where: str) -> None:
-    choices = _CHOICES.get(key)
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {list(choices)}")
-
-
-def load_config(path: str | Path | None = None) -> ExperimentConfig:
-    """Read and validate a YAML config (default: the shipped quick.yaml)."""
-    import yaml
-
-    path = Path(path) if path else CONFIG_DIR / "quick.yaml"
-    if not path.is_file():
-        shipped = CONFIG_DIR / f"{path}.yaml"
-        if shipped.is_file():
-            path = shipped
-        else:
-            raise ConfigError(f"config file not found: {path}; shipped configs: "
-                              f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+def parse_config(raw: Any, source: str = "config") -> ExperimentConfig:
+    """Validate a parsed YAML mapping; one ConfigError naming every bad key and what is allowed."""
     if not isinstance(raw, dict) or "name" not in raw:
-        raise ConfigError(f"{path}: a config is a mapping with at least a 'name'")
-    config = _build(ExperimentConfig, raw, "")
-    if config.search.trials < 1:
-        raise ConfigError("search.trials: must be >= 1")
+        raise ConfigError(f"{source}: a config is a mapping with at least a 'name'")
+    try:
+        config = ExperimentConfig.model_validate(_lists_as_tuples(raw))
+    except pydantic.ValidationError as exc:
+        errors = exc.errors()
+        unknown = [_where(e["loc"]) for e in errors if e["type"] == "extra_forbidden"]
+        lines = [f"unknown key(s) {sorted(unknown)}"] if unknown else []
+        lines += [f"{_where(e['loc'])}: {_message(e)}" for e in errors if e["type"] != "extra_forbidden"]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
     if not supports_expected_values(config.lm, config.api_base):
         config = _sampled_values(config, raw)
     return config
 
 
+def _lists_as_tuples(value: Any) -> Any:
+    """YAML lists become tuples (the models are frozen and strict)."""
+    if isinstance(value, dict):
+        return {k: _lists_as_tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_lists_as_tuples(v) for v in value)
+    return value
+
+
+def load_config(path: str | Path | None = None) -> ExperimentConfig:
+    """Read and validate a YAML config (default: the shipped quick.yaml); a bare name finds a shipped one."""
+    import yaml
+
+    path = Path(path) if path else CONFIG_DIR / "quick.yaml"
+    if not path.is_file():
+        shipped = CONFIG_DIR / f"{path}.yaml"
+        if not shipped.is_file():
+            raise ConfigError(f"config file not found: {path}; shipped configs: "
+                              f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))}")
+        path = shipped
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, str(path))
+
+
 def _sampled_values(config: ExperimentConfig, raw: dict) -> ExperimentConfig:
     """An API model samples its importances (expected values need the embedded decoder): where the config left
     value_mode to its default it becomes ``sample``; where it asked for ``expected`` that is an error."""
-    variants = []
     given_variants = raw.get("variants") or []
     for i, variant in enumerate(config.variants):
         if "value_mode" in (given_variants[i] if i < len(given_variants) else {}) and variant.value_mode == "expected":
             raise ConfigError(f"variants[{i}].value_mode: 'expected' needs an embedded model; {config.lm} returns "
                               "sampled importances only: set value_mode: sample")
-        variants.append(dataclasses.replace(variant, value_mode="sample"))
-    space = dict(config.search.space)
     if "expected" in ((raw.get("search") or {}).get("space") or {}).get("value_mode", ()):
         raise ConfigError(f"search.space.value_mode: 'expected' needs an embedded model; {config.lm} returns "
                           "sampled importances only: use [sample]")
-    space["value_mode"] = ("sample",)
-    return dataclasses.replace(config, variants=tuple(variants),
-                               search=dataclasses.replace(config.search, space=space))
+    variants = tuple(v.model_copy(update={"value_mode": "sample"}) for v in config.variants)
+    space = {**config.search.space, "value_mode": ("sample",)}
+    return config.model_copy(update={"variants": variants,
+                                     "search": config.search.model_copy(update={"space": space})})
 
+
+def choices(annotation: Any) -> tuple[Any, ...]:
+    """The allowed values of a Literal type, for CLI choices."""
+    return get_args(annotation)

@@ -1,7 +1,9 @@
 """The one module that talks to MLflow: a SQLite store inside ``mlruns/`` by default.
 
 MLflow 3's plain file store is in maintenance mode (it raises), so the default tracking URI is
-``sqlite:///mlruns/mlflow.db`` with run artifacts under ``mlruns/``.
+``sqlite:///mlruns/mlflow.db`` with run artifacts under ``mlruns/``. Everything else in selfx hands this
+module plain dicts, files and programs; nothing else imports mlflow. MLflow records the source commit of a
+run itself (``mlflow.source.git.commit``).
 """
 
 from __future__ import annotations
@@ -9,10 +11,23 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 DEFAULT_DIR = Path("mlruns")
+VARIANT_TAG = "selfx.variant"
+DIGEST_TAG = "selfx.config_digest"
+
+
+def _mlflow() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network: skip a cost-map download
+    import mlflow
+
+    return mlflow
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -24,22 +39,20 @@ def tracking_uri(uri: str | None = None) -> str:
     return f"sqlite:///{DEFAULT_DIR}/mlflow.db"
 
 
-def use_experiment(uri: str | None, experiment: str) -> Any:
-    """Point MLflow at the store and experiment (created with artifacts beside a SQLite store); returns mlflow."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import mlflow
-
+def use_experiment(uri: str | None, experiment: str) -> str:
+    """Point MLflow at the store and experiment (created with artifacts beside a SQLite store); its id."""
+    mlflow = _mlflow()
     resolved = tracking_uri(uri)
     mlflow.set_tracking_uri(resolved)
     if mlflow.get_experiment_by_name(experiment) is None and resolved.startswith("sqlite:///"):
         # artifacts beside the database, not in the working directory's default location
         root = Path(resolved.removeprefix("sqlite:///")).parent.resolve()
         mlflow.create_experiment(experiment, artifact_location=(root / experiment).as_uri())
-    mlflow.set_experiment(experiment)
+    found = mlflow.set_experiment(experiment)
     # A model loaded earlier in this process (another run, even another store) stays "active" and
     # MLflow would attach the metrics we log to it: clear it so metrics belong to their run only.
     mlflow.clear_active_model()
-    return mlflow
+    return found.experiment_id
 
 
 def metric_key(name: str) -> str:
@@ -47,16 +60,151 @@ def metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
 
 
-def log_run(experiment: str, run_name: str, *, params: dict[str, Any], metrics: dict[str, float | None],
-            artifacts: Iterable[Path] = (), tags: dict[str, str] | None = None, uri: str | None = None) -> str:
+def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The loggable part of a metrics dict: finite numbers under valid keys (None and NaN are not logged)."""
+    return {metric_key(k): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def flatten_tables(report: Mapping[str, Any], tables: Iterable[str] = ("faithfulness", "agreement")) -> dict[str, Any]:
+    """A study-shaped report as ``table/configuration/metric`` keys."""
+    return {f"{table}/{config}/{metric}": value for table in tables for config, row in report[table].items()
+            for metric, value in row.items()}
+
+
+def log_run(experiment: str, run_name: str, *, params: Mapping[str, Any], metrics: Mapping[str, Any],
+            artifacts: Iterable[Path] = (), tags: Mapping[str, str] | None = None, uri: str | None = None) -> str:
     """One run with params, finite metrics and artifact files; returns its run id."""
-    mlflow = use_experiment(uri, experiment)
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+    mlflow = _mlflow()
+    use_experiment(uri, experiment)
+    with mlflow.start_run(run_name=run_name, tags=dict(tags or {})) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        finite = {metric_key(k): float(v) for k, v in metrics.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-        if finite:
-            mlflow.log_metrics(finite)
+        mlflow.log_metrics(finite_metrics(metrics))
         for path in artifacts:
             mlflow.log_artifact(str(path))
         return run.info.run_id
+
+
+@dataclass
+class ParentRun:
+    """The parent run of an experiment; ``finished`` maps variant names to their finished nested runs' metrics
+    when an interrupted run was resumed."""
+
+    run_id: str
+    resumed: bool = False
+    finished: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        _mlflow().MlflowClient().log_batch(self.run_id, params=[_param(k, v) for k, v in params.items()])
+
+    def log_dict(self, payload: Any, path: str) -> None:
+        _mlflow().MlflowClient().log_dict(self.run_id, payload, path)
+
+    def log_file(self, path: Path) -> None:
+        _mlflow().MlflowClient().log_artifact(self.run_id, str(path))
+
+
+def _param(key: str, value: Any) -> Any:
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
+
+
+@contextmanager
+def parent_run(experiment: str, name: str, *, digest: str | None = None, resume: bool = False,
+               uri: str | None = None) -> Iterator[ParentRun]:
+    """Open the parent run of an experiment. With ``resume``, the newest unfinished parent run with the same
+    config ``digest`` is reopened and its finished variants reported; otherwise a new one starts."""
+    mlflow = _mlflow()
+    experiment_id = use_experiment(uri, experiment)
+    previous = _interrupted_parent(experiment_id, digest) if resume and digest else None
+    if previous is not None:
+        parent = ParentRun(previous.info.run_id, resumed=True, finished=_finished_variants(previous))
+        opened = mlflow.start_run(run_id=previous.info.run_id)
+    else:
+        opened = mlflow.start_run(run_name=name, tags={DIGEST_TAG: digest} if digest else None)
+        parent = ParentRun(opened.info.run_id)
+    with opened:
+        yield parent
+
+
+def _interrupted_parent(experiment_id: str, digest: str) -> Any | None:
+    """The newest parent run of this config that did not finish (killed, failed or still marked running)."""
+    found = _mlflow().MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.`{DIGEST_TAG}` = '{digest}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found and found[0].info.status != "FINISHED" else None
+
+
+def _finished_variants(parent: Any) -> dict[str, dict[str, Any]]:
+    children = _mlflow().MlflowClient().search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return {run.data.tags.get(VARIANT_TAG): {"run_id": run.info.run_id, "metrics": run.data.metrics}
+            for run in children if run.info.status == "FINISHED"}
+
+
+def log_variant(parent_run_id: str, name: str, *, params: Mapping[str, Any], metrics: Mapping[str, Any],
+                tags: Mapping[str, str], prompt: str, program: Any, rows: list[dict[str, Any]],
+                context: Any) -> str:
+    """One nested run per variant: params, metrics, the rendered prompt, ``program.json``, a per-example table
+    and the program as an ``mlflow.dspy`` model. ``context``: the ``dspy.context`` the model is logged under
+    (its LM and adapter). An explicit parent id, so it is safe from any thread."""
+    mlflow = _mlflow()
+    with mlflow.start_run(run_name=name, nested=True, parent_run_id=parent_run_id) as run:
+        mlflow.set_tags({VARIANT_TAG: name, **tags})
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_metrics(finite_metrics(metrics))
+        mlflow.log_text(prompt, "prompts/predict.txt")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "program.json"
+            program.save(str(path), save_program=False)
+            mlflow.log_artifact(str(path))
+        if rows:
+            mlflow.log_table({k: [row[k] for row in rows] for k in rows[0]}, artifact_file="examples.json")
+        with context:
+            mlflow.dspy.log_model(program, name="program", input_example={"review": rows[0]["review"]}
+                                  if rows else None)
+        return run.info.run_id
+
+
+def download_program(run_id: str, folder: Path) -> Path:
+    """The ``program.json`` a variant run saved, downloaded into ``folder``."""
+    return Path(_mlflow().artifacts.download_artifacts(run_id=run_id, artifact_path="program.json",
+                                                       dst_path=str(folder)))
+
+
+class RunNotFound(ValueError):
+    """No run to export, or a run without what an export needs."""
+
+
+def find_variant_run(experiment: str, *, metric: str = "accuracy", run_id: str | None = None,
+                     uri: str | None = None) -> Any:
+    """A variant run: the given one, or the nested variant run with the highest ``metric``."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    client = mlflow.MlflowClient()
+    if run_id:
+        return client.get_run(run_id)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise RunNotFound(f"no MLflow experiment {experiment!r}; run `selfx run` first or pass --experiment")
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{VARIANT_TAG}` != ''",
+                              order_by=[f"metrics.`{metric}` DESC"], max_results=50)
+    runs = [r for r in runs if metric in r.data.metrics]
+    if not runs:
+        raise RunNotFound(f"no variant run in {experiment!r} has the metric {metric!r}")
+    return runs[0]
+
+
+def register_prompt(name: str, template: Any, *, message: str, tags: Mapping[str, str]) -> str:
+    """Register a chat template in MLflow's prompt registry; its ``prompts:/name/version`` URI."""
+    version = _mlflow().genai.register_prompt(name=name, template=template, commit_message=message, tags=dict(tags))
+    return f"prompts:/{name}/{version.version}"
+
+
+def ui_command(uri: str | None, port: int) -> list[str]:
+    """The command line of MLflow's UI on a store (one worker: two cores)."""
+    import sys
+
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(uri), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def accuracy(predicted: Sequence[int | None], gold: Sequence[int]) -> tuple[float | None, int]:

@@ -8,7 +8,7 @@ and rank correlation is tie-aware (average ranks; None when either side is const
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
@@ -78,8 +78,8 @@ def pairwise_rank_agreement(rank_a: Sequence[int], rank_b: Sequence[int]) -> flo
     n = len(rank_a)
     if n < 2:
         return None
-    where_b = np.empty(n, int)
+    where_a, where_b = np.empty(n, int), np.empty(n, int)
+    where_a[list(rank_a)] = np.arange(n)
     where_b[list(rank_b)] = np.arange(n)
-    order_b = where_b[list(rank_a)]  # b-positions in a's order: count increasing pairs
-    agree = sum(int(np.sum(order_b[i + 1:] > order_b[i])) for i in range(n - 1))
-    return agree / (n * (n - 1) / 2)
+    # rankings are permutations (no ties), so the concordant share is (1 + Kendall's tau) / 2: O(n log n)
+    return float((1 + stats.kendalltau(where_a, where_b).statistic) / 2)

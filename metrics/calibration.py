@@ -1,10 +1,16 @@
-"""Calibration of a stated confidence or a probability: ECE (equal-width bins, stated) and Brier."""
+"""Calibration of a stated confidence or a probability: ECE (equal-width bins, stated), Brier, and the label
+decision rules (generated, logprob, contextual and batch calibration) side by side."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from metrics.accuracy import accuracy, auc
+from metrics.stats import mean_ci
 
 ECE_BINS = 10
 
@@ -35,3 +41,45 @@ def brier_score(p_positive: Sequence[float], gold: Sequence[int]) -> float:
     """
     p, y = np.asarray(p_positive, float), np.asarray(gold, float)
     return float(np.mean((p - y) ** 2))
+
+
+def decision_rules(odds: Sequence[float | None], generated: Sequence[str | None], gold: Sequence[int],
+                   content_free_odds: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Every decision rule side by side from one pass: accuracy, AUC, positive share, ECE.
+
+    ``odds`` are the label log-odds read at the slot (None for failures); the calibrated rules add
+    minus the mean log-odds of the content-free inputs (contextual) or of this batch (batch).
+    """
+    known = [o for o in odds if o is not None]
+    biases = {"generated": None, "logprob": 0.0,
+              "contextual": -sum(content_free_odds) / len(content_free_odds) if content_free_odds else None,
+              "batch": -sum(known) / len(known) if known else None}
+    out: dict[str, dict[str, Any]] = {}
+    for rule, bias in biases.items():
+        if rule != "generated" and bias is None:
+            out[rule] = {"unavailable": "no label log-probabilities"}
+            continue
+        if rule == "generated":
+            labels = [None if g is None else int(g == "positive") for g in generated]
+        else:
+            labels = [None if o is None else int(o + bias > 0) for o in odds]
+        acc, scored = accuracy(labels, gold)
+        confidences, correct = [], []
+        for o, label, y in zip(odds, labels, gold):
+            if o is not None and label is not None and rule != "generated":
+                p_pos = 1 / (1 + math.exp(-(o + bias)))
+                confidences.append(p_pos if label == 1 else 1 - p_pos)
+                correct.append(label == y)
+        out[rule] = {
+            "accuracy": acc, "accuracy_ci": _ci([None if p is None else float(p == y) for p, y in zip(labels, gold)]),
+            "auc": auc([o for o in odds if o is not None], [y for o, y in zip(odds, gold) if o is not None]),
+            "positive_share": (sum(label == 1 for label in labels if label is not None) / scored) if scored else None,
+            "ece": expected_calibration_error(confidences, correct) if confidences else None,
+            "bias": bias, "n_scored": scored,
+        }
+    return out
+
+
+def _ci(values: Sequence[float | None]) -> list[float | None]:
+    estimate = mean_ci(values)
+    return [estimate.low, estimate.high]

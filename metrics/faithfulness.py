@@ -10,8 +10,8 @@ without token i. ``perturbation_plan`` lists exactly those texts' position sets.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -57,15 +57,143 @@ def rank_positions(values: Sequence[float | None], *, predicted: int | None, mod
     return sorted(range(len(values)), key=lambda i: -scored[i])
 
 
-def perturbation_plan(n: int, ranking: Sequence[int]) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
-    """The position sets each metric needs: ("delete" | "keep", positions) per reply slot."""
+Perturbation = tuple[str, tuple[int, ...]]  # ("delete" | "keep", positions in ascending order)
+PROTOCOLS = ("all", "bins", "single-step")
+FAITHFULNESS_METRICS = ("comprehensiveness", "sufficiency", "comprehensiveness_bins", "sufficiency_bins",
+                        "df_mit", "df_frac", "rankdel")
+
+
+def _op(kind: str, positions: Sequence[int]) -> Perturbation:
+    return kind, tuple(sorted(positions))
+
+
+def perturbation_plan(n: int, ranking: Sequence[int]) -> dict[str, list[Perturbation]]:
+    """The position sets each metric needs: ("delete" | "keep", positions) per reply slot.
+
+    >>> perturbation_plan(3, [2, 0, 1])["removed"][:2]
+    [('delete', (2,)), ('delete', (0, 2))]
+    """
     if sorted(ranking) != list(range(n)):
         raise ValueError(f"ranking must be a permutation of 0..{n - 1}, got {list(ranking)}")
     return {
-        "removed": [("delete", tuple(ranking[:k])) for k in range(1, n + 1)],
-        "kept": [("keep", tuple(ranking[:k])) for k in range(1, n)],
-        "single": [("delete", (i,)) for i in range(n)],
+        "removed": [_op("delete", ranking[:k]) for k in range(1, n + 1)],
+        "kept": [_op("keep", ranking[:k]) for k in range(1, n)],
+        "single": [_op("delete", (i,)) for i in range(n)],
     }
+
+
+def bin_sizes(n: int, bins: Sequence[float] = ERASER_BINS) -> list[int]:
+    """How many top tokens each ERASER bin removes or keeps: max(1, ceil(b * n)), at most n.
+
+    >>> bin_sizes(18)
+    [1, 1, 2, 4, 9]
+    """
+    return [min(n, max(1, math.ceil(b * n))) for b in bins]
+
+
+def complete_ranking(values: Sequence[float | None], ranking: Sequence[int] | None, n: int, predicted: int | None,
+                     mode: MetricMode, rng: np.random.Generator) -> list[int]:
+    """The full ranking a metric consumes: a recorded one as given; a top-k one padded with the other positions
+    in random order (as the study's 2024 code pads it); otherwise derived from the values by the mode.
+
+    >>> from metrics.modes import CORRECTED
+    >>> complete_ranking([0.2, 0.9, -0.5], None, 3, 1, CORRECTED, np.random.default_rng(0))
+    [1, 0, 2]
+    """
+    if ranking is not None and len(ranking) == n:
+        return list(ranking)
+    if ranking is not None:
+        rest = [i for i in range(n) if i not in set(ranking)]
+        return list(ranking) + [int(i) for i in rng.permutation(rest)]
+    return rank_positions(values, predicted=predicted, mode=mode, rng=rng)
+
+
+def plan(n: int, order: Sequence[int], protocol: str) -> list[Perturbation]:
+    """Every perturbation one sentence's metrics need under a protocol, without repeats.
+
+    ``all``: the study's five metrics (every deletion count, every kept prefix, each single deletion and
+    the empty text); ``bins``: ERASER's binned comprehensiveness and sufficiency only (about 10 texts: the
+    affordable objective inside an optimiser); ``single-step``: the paper's top-k protocol (``order`` is
+    the k words: all deleted at once, or kept alone).
+
+    >>> plan(3, [2, 0, 1], "single-step")
+    [('delete', (0, 1, 2)), ('keep', (0, 1, 2))]
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown faithfulness protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+    if protocol == "single-step":
+        return [_op("delete", order), _op("keep", order)]
+    if protocol == "bins":
+        ks = sorted(set(bin_sizes(n)))
+        return list(dict.fromkeys([_op("delete", order[:k]) for k in ks] + [_op("keep", order[:k]) for k in ks
+                                                                              if k < n]))
+    steps = perturbation_plan(n, order)
+    return list(dict.fromkeys(steps["removed"] + steps["kept"] + steps["single"] + [_op("keep", ())]))
+
+
+def rank_values(order: Sequence[int], n: int) -> list[float]:
+    """Values implied by a ranking alone (first = highest), for rank-based correlation.
+
+    >>> rank_values([2, 0, 1], 3)
+    [2.0, 1.0, 3.0]
+    """
+    values = [0.0] * n
+    for r, i in enumerate(order):
+        values[i] = float(n - r)
+    return values
+
+
+def score(original: Reply | None, replies: Mapping[Perturbation, Reply | None], n: int, order: Sequence[int],
+          values: Sequence[float | None], mode: MetricMode, protocol: str,
+          rng: np.random.Generator) -> dict[str, float | None]:
+    """One explanation's metrics on one sentence from the replies to its :func:`plan` (None = not computable).
+
+    ``rng`` continues the stream :func:`complete_ranking` drew from (compat's RankDel noise).
+    """
+    empty: dict[str, float | None] = {name: None for name in FAITHFULNESS_METRICS}
+    if original is None or n == 0:
+        return empty
+    predicted = original.label if original.label is not None else 0
+    if protocol == "single-step":
+        removed, kept = replies[_op("delete", order)], replies[_op("keep", order)]
+        return {**empty, "comprehensiveness": single_step(original, removed, mode, predicted),
+                "sufficiency": single_step(original, kept, mode, predicted, absolute=mode.sufficiency_absolute),
+                "df_mit": decision_flip_mit(original, removed, mode)}
+    if protocol == "bins":
+        ks = set(bin_sizes(n))
+        removed_b = [replies[_op("delete", order[:k])] if k in ks else None for k in range(1, n + 1)]
+        kept_b = [replies[_op("keep", order[:k])] if k in ks else None for k in range(1, n)]
+        comp_bins, suff_bins = eraser_bins(original, removed_b, kept_b, mode)
+        return {**empty, "comprehensiveness_bins": comp_bins, "sufficiency_bins": suff_bins}
+    steps = {key: [replies[p] for p in items] for key, items in perturbation_plan(n, order).items()}
+    removed, kept, single = steps["removed"], steps["kept"], steps["single"]
+    ordered_values = values if any(v is not None for v in values) else rank_values(order, n)
+    comp_bins, suff_bins = eraser_bins(original, removed, kept, mode)
+    rankdel, ties = deletion_rank_correlation(original, single, ordered_values, mode, rng)
+    return {
+        "comprehensiveness": comprehensiveness(original, removed, mode),
+        "sufficiency": sufficiency(original, kept, replies[_op("keep", ())], mode),
+        "comprehensiveness_bins": comp_bins,
+        "sufficiency_bins": suff_bins,
+        "df_mit": decision_flip_mit(original, removed[0], mode),
+        "df_frac": decision_flip_fraction(original, removed, mode),
+        "rankdel": rankdel,
+        "rankdel_tied_share": ties,
+    }
+
+
+def single_step(original: Reply, other: Reply | None, mode: MetricMode, predicted: int, *,
+                absolute: bool = False) -> float | None:
+    """The paper-era top-k protocol: the drop when all k words are deleted at once (or kept alone).
+
+    >>> from metrics.modes import CORRECTED
+    >>> single_step(Reply(0, 0.8, 0.2), Reply(1, 0.6, 0.6), CORRECTED, 0)
+    0.4
+    """
+    if other is None or other.failed or original.failed:
+        return None
+    diff = _prob(original, mode, predicted) - _prob(other, mode, predicted)
+    return abs(diff) if absolute else diff
 
 
 def _prob(reply: Reply | None, mode: MetricMode, predicted: int) -> float | None:

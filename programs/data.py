@@ -1,13 +1,18 @@
-"""Data loaders: SST-2 and the study's 100 sentences from ``../shared/data``, local JSONL/CSV, and
-any Hugging Face dataset name or local dataset directory through ``datasets.load_dataset``."""
+"""Data loaders: SST-2 and the study's 100 sentences from the shared data folder, local JSONL/CSV files and
+folders, and any Hugging Face dataset name or local dataset directory through ``datasets``.
+
+The shared data folder is ``$SELFX_SHARED_DATA`` if set, else ``../shared/data`` seen from the working
+directory (or from a folder above it), so an installed selfx finds it as a source checkout does.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from programs.types import Example
 
@@ -20,30 +25,44 @@ class DataError(ValueError):
 
 
 def shared_data_dir() -> Path:
-    """``$SELFX_SHARED_DATA`` or ``../shared/data`` beside the repository."""
+    """``$SELFX_SHARED_DATA``, else the first ``../shared/data`` seen from the working directory or a folder
+    above it (where none exists: the one beside the working directory, for error messages)."""
     env = os.environ.get("SELFX_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if env:
+        return Path(env).expanduser()
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        candidate = folder.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return cwd.parent / "shared" / "data"
+
+
+_WHERE = "put ../shared/data beside the working directory, set SELFX_SHARED_DATA, or pass --data PATH"
 
 
 def load_examples(source: str = "sst2", *, split: str = "validation", n: int | None = None) -> list[Example]:
     """Load labelled reviews.
 
     ``source``: ``sst2`` (shared SST-2 JSONL), ``huang2023`` (the study's 100 sentences), a
-    ``.jsonl``/``.csv`` file, a local dataset directory, or a Hugging Face dataset name.
+    ``.jsonl``/``.csv`` file, a folder of ``<split>.jsonl`` files (such as ``shared/data/sst2``), a shared
+    data folder (one holding ``sst2/``), a local Hugging Face dataset directory, or a hub dataset name.
     """
     if n is not None and n < 1:
         raise DataError(f"--n must be a positive number of examples, got {n}")
-    if source == "sst2":
-        path = shared_data_dir() / "sst2" / f"{split}.jsonl"
+    folder = Path(source).expanduser()
+    if source == "sst2" or (folder / "sst2" / f"{split}.jsonl").is_file():
+        path = (shared_data_dir() if source == "sst2" else folder) / "sst2" / f"{split}.jsonl"
         if not path.is_file():
-            raise DataError(f"SST-2 split {split!r} not found at {path}; put ../shared/data beside the "
-                            "repository or set SELFX_SHARED_DATA")
+            raise DataError(f"SST-2 split {split!r} not found at {path}; {_WHERE}")
         rows: Iterable[dict[str, Any]] = _read_jsonl(path)
     elif source == "huang2023":
         path = shared_data_dir() / "huang2023" / "sst_sentences.jsonl"
         if not path.is_file():
-            raise DataError(f"the study's sentences were not found at {path}; set SELFX_SHARED_DATA")
+            raise DataError(f"the study's sentences were not found at {path}; {_WHERE}")
         rows = _read_jsonl(path)
+    elif (folder / f"{split}.jsonl").is_file():
+        rows = _read_jsonl(folder / f"{split}.jsonl")
     elif source.endswith((".jsonl", ".json")):
         rows = _read_jsonl(_existing(source))
     elif source.endswith(".csv"):

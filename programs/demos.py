@@ -12,16 +12,16 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import dspy
 
 from programs.data import load_examples
-from programs.explainers.occlusion import Occlusion
+from programs.explainers.occlusion import OcclusionExplainer
 from programs.probe import Probe
 from programs.probe_cache import ProbeCache
-from programs.readout import topk_size
-from programs.types import LABELS, Example
+from programs.types import LABELS, Example, topk_size
 
 DEMO_SOURCES = ("label", "occlusion", "self")
 DEMO_CONFIDENCE = 0.9
@@ -51,17 +51,15 @@ def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion"
         return make_demos("P", examples, source="label")
     if source == "self":
         return make_demos(program_name, examples, source="self")
-    from programs.lm import is_embedded
     from programs.probe import ProgramProbe
     from programs.self_explain import SentimentProgram
 
     probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=cache)
-    return make_demos(program_name, examples, source="occlusion", probe=probe,
-                      p_source="logprob" if is_embedded(lm) else "stated")
+    return make_demos(program_name, examples, source="occlusion", probe=probe)
 
 
 def make_demos(program_name: str, examples: Sequence[Example], *, source: str = "label",
-               probe: Probe | None = None, p_source: str = "logprob") -> list[dspy.Example]:
+               probe: Probe | None = None) -> list[dspy.Example]:
     """Demos for a program. Explaining programs need ``source="occlusion"`` and a probe."""
     if source not in DEMO_SOURCES:
         raise ValueError(f"unknown demo source {source!r}; choose one of {list(DEMO_SOURCES)}")
@@ -73,7 +71,7 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
     if source == "self":
         return _bootstrapped(program_name, examples)
     demos = []
-    occlusion = Occlusion(p_source=p_source)
+    occlusion = OcclusionExplainer(p_source=probe.p_source) if probe is not None else None
     for example in examples:
         fields = {"review": example.text, "label": LABELS[example.label], "confidence": DEMO_CONFIDENCE}
         if explaining:

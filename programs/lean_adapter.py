@@ -21,7 +21,31 @@ import dspy
 import pydantic
 from dspy.utils.exceptions import AdapterParseError
 
-from programs.readout import refine_schema
+from programs.types import tokenize, topk_size
+
+
+def refine_schema(schema: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Constrain an output schema to one input: the review's tokens become the explanation's skeleton.
+
+    ``explanation``: one ``[token, importance]`` pair per whitespace token, tokens fixed, importance
+    in [-1, 1]. ``top_words``: exactly k distinct words, each one of the review's tokens.
+    """
+    review = inputs.get("review")
+    properties = schema.get("properties", {})
+    if not isinstance(review, str) or not ({"explanation", "top_words"} & set(properties)):
+        return schema
+    tokens = tokenize(review)
+    properties = dict(properties)
+    if "explanation" in properties:
+        properties["explanation"] = {"type": "array", "prefixItems": [
+            {"type": "array", "prefixItems": [{"const": token}, {"type": "number", "minimum": -1, "maximum": 1}]}
+            for token in tokens]}
+    if "top_words" in properties:
+        distinct = list(dict.fromkeys(tokens))
+        k = min(int(inputs.get("k") or topk_size(len(tokens))), len(distinct))
+        properties["top_words"] = {"type": "array", "items": {"type": "string", "enum": distinct},
+                                   "minItems": k, "maxItems": k, "uniqueItems": True}
+    return {**schema, "properties": properties}
 
 
 def output_model(signature: type[dspy.Signature]) -> type[pydantic.BaseModel]:

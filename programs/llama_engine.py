@@ -6,7 +6,7 @@ in-process model needs:
 
 - structured output: a JSON schema in ``response_format`` becomes a llama.cpp grammar, so an
   answer cannot be unparseable (numbers bounded to [0, 1] or [-1, 1] are range-valid by shape);
-- label log-probabilities (:meth:`LlamaCppEngine.score_continuations`), reusing the KV cache of
+- label log-probabilities at a slot (:meth:`LlamaCppEngine.slot_logprobs`), reusing the KV cache of
   the shared prompt prefix;
 - one model load per process and a lock around every use, so threads can share it.
 """
@@ -18,9 +18,10 @@ import json
 import os
 import random
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,6 @@ from programs.slot_decoder import (
     compile_schema,
     decode,
     greedy,
-    log_softmax,
     option_logprobs,
     readings_to_logprobs,
     rewrite_expected,
@@ -279,28 +279,6 @@ class LlamaCppEngine:
     def tokenize_text(self, text: str) -> list[int]:
         """Tokens of plain text appended after a prompt (no BOS, no special tokens)."""
         return self._loaded().llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-
-    def score_continuations(self, messages: Sequence[dict[str, str]], prefix: str,
-                            candidates: Sequence[str]) -> dict[str, float]:
-        """log P(candidate | prompt + prefix) for each candidate, summed over its tokens.
-
-        ``prefix`` is the answer text up to the slot, e.g. ``{"label": "``. The prompt prefix is
-        evaluated once and its KV cache reused for every candidate.
-        """
-        base = self.prompt_tokens(messages) + self.tokenize_text(prefix)
-        loaded = self._loaded()
-        with loaded.lock:
-            base_logprobs = log_softmax(self._eval_to(base))
-            scores: dict[str, float] = {}
-            for candidate in candidates:
-                tokens = self.tokenize_text(candidate)
-                if not tokens:
-                    raise ValueError(f"candidate {candidate!r} has no tokens")
-                total = float(base_logprobs[tokens[0]])
-                for i in range(1, len(tokens)):
-                    total += float(log_softmax(self._eval_to(base + tokens[:i]))[tokens[i]])
-                scores[candidate] = total
-        return scores
 
     def slot_logprobs(self, messages: Sequence[dict[str, str]], prefix: str, options: Sequence[str],
                       closing: str = '"') -> dict[str, float]:

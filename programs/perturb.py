@@ -6,7 +6,7 @@ occlusion and every metric), so "what the model sees" is always a plain shorter 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def delete(tokens: Sequence[str], positions: Iterable[int]) -> str:

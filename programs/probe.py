@@ -16,8 +16,9 @@ import hashlib
 import json
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import dspy
 
@@ -34,9 +35,15 @@ PROBE_MODES = ("same-program", "predict-only", "logprob")
 
 
 class Probe(Protocol):
-    fingerprint: str
+    """What explainers and metrics ask: answers to texts, in order (None: a recorded probe never saw the text).
 
-    def answers(self, texts: Sequence[str]) -> list[Answer]: ...
+    ``p_source`` names the P(positive) its answers carry for the metrics (``logprob`` or ``stated``);
+    ``fingerprint`` identifies the decision function behind the answers."""
+
+    fingerprint: str
+    p_source: str
+
+    def answers(self, texts: Sequence[str]) -> list[Answer | None]: ...
 
 
 @dataclass
@@ -80,6 +87,11 @@ class ProgramProbe:
             self._key_parts += (f"decoder-{DECODER_VERSION}",)
         self.fingerprint = cache_key(*self._key_parts)[:16]
         self.stats = ProbeStats()
+
+    @property
+    def p_source(self) -> str:
+        """Label-slot readings carry log-probabilities; generated answers their stated confidence."""
+        return "logprob" if self.mode == "logprob" else "stated"
 
     def answers(self, texts: Sequence[str]) -> list[Answer]:
         unique = list(dict.fromkeys(texts))

@@ -1,51 +1,19 @@
 """The one place where DSPy predictions become selfx value types (Answer, Attribution).
 
-Also: per-input output schemas (explanations keyed to the review's own tokens), alignment of API
-answers to token positions with a stated policy, and label probabilities read from logprobs.
+Also: alignment of API answers to token positions with a stated policy, and label probabilities read
+from logprobs.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from scipy.special import logsumexp
 
-from programs.types import LABELS, Answer, Attribution, stated_p_positive, tokenize
-
-
-def topk_size(n_tokens: int, fraction: float = 0.2) -> int:
-    """The study's k = max(1, int(0.2 n)).
-
-    >>> topk_size(4), topk_size(20), topk_size(39)
-    (1, 4, 7)
-    """
-    return max(1, int(fraction * n_tokens))
-
-
-def refine_schema(schema: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Constrain an output schema to one input: the review's tokens become the explanation's skeleton.
-
-    ``explanation``: one ``[token, importance]`` pair per whitespace token, tokens fixed, importance
-    in [-1, 1]. ``top_words``: exactly k distinct words, each one of the review's tokens.
-    """
-    review = inputs.get("review")
-    properties = schema.get("properties", {})
-    if not isinstance(review, str) or not ({"explanation", "top_words"} & set(properties)):
-        return schema
-    tokens = tokenize(review)
-    properties = dict(properties)
-    if "explanation" in properties:
-        properties["explanation"] = {"type": "array", "prefixItems": [
-            {"type": "array", "prefixItems": [{"const": token}, {"type": "number", "minimum": -1, "maximum": 1}]}
-            for token in tokens]}
-    if "top_words" in properties:
-        distinct = list(dict.fromkeys(tokens))
-        k = min(int(inputs.get("k") or topk_size(len(tokens))), len(distinct))
-        properties["top_words"] = {"type": "array", "items": {"type": "string", "enum": distinct},
-                                   "minItems": k, "maxItems": k, "uniqueItems": True}
-    return {**schema, "properties": properties}
+from programs.types import LABELS, Answer, Attribution, stated_p_positive, tokenize, topk_size
 
 
 def align_full(tokens: Sequence[str], pairs: Sequence[Sequence[Any]] | None) -> Attribution:

@@ -7,17 +7,18 @@ raw reply kept (never a default label). ``programs.readout`` turns predictions i
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from programs.lean_adapter import LeanAdapter
 from programs.lm import is_embedded
-from programs.readout import label_log_probs, topk_size
+from programs.readout import label_log_probs
 from programs.signatures import SIGNATURES
 from programs.slot_decoder import DecodeOptions
-from programs.types import tokenize
+from programs.types import tokenize, topk_size
 
 PROGRAM_NAMES = tuple(SIGNATURES)
 ValueMode = Literal["sample", "expected"]

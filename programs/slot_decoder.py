@@ -18,8 +18,9 @@ to llama.cpp's general grammar.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 from scipy.special import logsumexp
@@ -313,9 +314,3 @@ def sampler(temperature: float, rng: np.random.Generator) -> Callable[[Slot, np.
         p = np.exp(scaled - scaled.max())
         return int(rng.choice(len(p), p=p / p.sum()))
     return choose
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.exp(shifted).sum())
-

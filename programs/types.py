@@ -14,6 +14,15 @@ def tokenize(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
+def topk_size(n_tokens: int, fraction: float = 0.2) -> int:
+    """The study's k = max(1, int(0.2 n)).
+
+    >>> topk_size(4), topk_size(20), topk_size(39)
+    (1, 4, 7)
+    """
+    return max(1, int(fraction * n_tokens))
+
+
 @dataclass(frozen=True)
 class Example:
     """One review with its gold label (1 = positive, 0 = negative, None = unlabelled)."""

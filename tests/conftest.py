@@ -13,6 +13,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # DSPy's response cache defaults to ~/.dspy_cache, shared across sessions and code versions: a test must
 # never be answered by another run's cached reply.
 os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="selfx-dspy-cache-")
+# Resolved once from where pytest starts, so tests that change directory still find ../shared/data.
+os.environ.setdefault("SELFX_SHARED_DATA", str(shared_data_dir().resolve()))
 
 
 def require_shared(*parts: str):

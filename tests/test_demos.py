@@ -10,11 +10,11 @@ from tests.test_explainers import ToyProbe
 
 def test_teacher_demos_carry_the_models_own_occlusion():
     examples = [Example("a", "good film , bad ending", 1)]
-    demo = make_demos("PE", examples, source="occlusion", probe=ToyProbe(), p_source="stated")[0]
+    demo = make_demos("PE", examples, source="occlusion", probe=ToyProbe())[0]
     # ToyProbe occlusion: good +0.1, bad -0.1, others 0; scaled so max |value| = 1
     assert demo.explanation == [["good", 1.0], ["film", 0.0], [",", 0.0], ["bad", -1.0], ["ending", 0.0]]
     assert demo.label == "positive" and set(demo.inputs().keys()) == {"review"}
-    topk = make_demos("EP-topk", examples, source="occlusion", probe=ToyProbe(), p_source="stated")[0]
+    topk = make_demos("EP-topk", examples, source="occlusion", probe=ToyProbe())[0]
     assert topk.k == 1 and topk.top_words == ["good"]
 
 

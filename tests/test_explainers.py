@@ -10,6 +10,7 @@ class ToyProbe:
     """P(positive) = 0.5 + 0.1 * (#"good" - #"bad"), clipped; counts the texts it is asked."""
 
     fingerprint = "toy"
+    p_source = "stated"
 
     def __init__(self):
         self.asked = []
@@ -50,6 +51,16 @@ def test_lime_compat_masks_with_unkwordz_and_cannot_weight_punctuation():
     attribution = explainer("lime", compat=True, seed=0).explain(["good", "film", "."], probe)
     assert any("UNKWORDZ" in t for t in probe.asked)
     assert abs(attribution.values[2]) <= 0.001  # "." is not a LIME word: filler noise only
+
+
+@pytest.mark.parametrize("name,options", [("occlusion", {}), ("lime", {"seed": 3}), ("lime", {"compat": True}),
+                                          ("random", {})])
+def test_texts_are_exactly_what_explain_asks(name, options):
+    """The pipeline asks an explainer's texts before it explains: LIME's recording pass must see its real samples."""
+    tokens = ["good", "dull", "bad", "good", "."]
+    probe = ToyProbe()
+    explainer(name, **options).explain(tokens, probe)
+    assert explainer(name, **options).texts(tokens) == probe.asked
 
 
 def test_random_baseline_is_seeded_per_sentence():

@@ -1,15 +1,13 @@
 """Pinned reference figures: replay (both models, both modes, every cell), the switch-ablation document, and a
-live study and a run on the real SmolLM2 model. Regenerate deliberately with ``python -m tests.golden.regenerate``.
+live study on the real SmolLM2 model (the pinned run is checked in test_run_mlflow.py, beside its MLflow store).
+Regenerate deliberately with ``python -m tests.golden.regenerate``.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
-from tests.golden.figures import LOOSE, TIGHT, compare, load, numerics_fingerprint, replay_figures, run_figures, \
-    study_figures
+from tests.golden.figures import compare, load, replay_figures, study_figures, tolerance
 
 
 @pytest.mark.parametrize("model", ["llama3", "gpt4o"])
@@ -33,21 +31,7 @@ def test_switch_ablation_document_is_current(tmp_path):
         "docs/compat-vs-corrected.md is stale: regenerate it with `selfx replay --differences` and review the diff"
 
 
-def _tolerance(pinned: dict) -> float:
-    if abs(numerics_fingerprint() - pinned["fingerprint"]) <= TIGHT:
-        return TIGHT
-    warnings.warn(f"llama.cpp's kernels on this CPU round differently from those the figures were pinned with; "
-                  f"comparing within {LOOSE}", stacklevel=2)
-    return LOOSE
-
-
 @pytest.mark.model
 def test_live_study_on_two_sentences_reproduces_the_pinned_tables(tmp_path):
     pinned = load("study_smollm2")
-    assert compare(pinned, study_figures(tmp_path), tolerance=_tolerance(pinned)) == []
-
-
-@pytest.mark.model
-def test_a_run_reproduces_its_pinned_metrics(tmp_path):
-    pinned = load("run_smollm2")
-    assert compare(pinned, run_figures(tmp_path), tolerance=_tolerance(pinned)) == []
+    assert compare(pinned, study_figures(tmp_path), tolerance=tolerance(pinned)) == []

@@ -5,13 +5,11 @@ import math
 import threading
 
 import dspy
-import numpy as np
 import pytest
 
 from programs.lean_adapter import LeanAdapter
 from programs.readout import label_log_probs
 from programs.signatures import Sentiment
-from programs.slot_decoder import log_softmax
 
 pytestmark = pytest.mark.model
 
@@ -51,21 +49,19 @@ def test_n_and_temperature_give_distinct_samples(local_lm):
     assert len(greedy) == 1
 
 
-def test_label_scores_match_a_fresh_evaluation(smol_lm):
+def test_label_readings_reusing_the_kv_cache_equal_a_fresh_evaluation(smol_lm):
+    """The label slot read after another review with the same instructions (the prompt prefix reused from the
+    KV cache) equals a reading from an empty cache: both labels, whatever their token counts."""
     engine = smol_lm.engine
     messages = LeanAdapter().format(Sentiment, [], {"review": REVIEWS[0]})
-    scores = engine.score_continuations(messages, '{"label": "', ["positive", "negative"])
-    engine._eval_to(engine.tokenize_text("unrelated text to disturb the cache"))
-    tokens = engine.prompt_tokens(messages) + engine.tokenize_text('{"label": "')
-    llm = engine._loaded().llm
-    llm.reset()
-    llm.eval(tokens)
-    fresh = log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))
-    for label in ("positive", "negative"):
-        first = engine.tokenize_text(label)
-        if len(first) == 1:
-            assert abs(scores[label] - fresh[first[0]]) < 1e-4
-    assert all(s < 0 for s in scores.values())
+    engine.slot_logprobs(LeanAdapter().format(Sentiment, [], {"review": REVIEWS[1]}), '{"label": "',
+                         ["negative", "positive"])
+    reused = engine.slot_logprobs(messages, '{"label": "', ["negative", "positive"])
+    engine._loaded().llm.reset()
+    fresh = engine.slot_logprobs(messages, '{"label": "', ["negative", "positive"])
+    for label in ("negative", "positive"):
+        assert reused[label] == pytest.approx(fresh[label], abs=1e-4)
+    assert all(s < 0 for s in reused.values())
 
 
 def test_concurrent_calls_are_safe(local_lm):
@@ -112,17 +108,6 @@ def test_label_readings_arrive_in_prediction_logprobs(local_lm):
     assert {t["token"] for t in label_entry["top_logprobs"]} == {"negative", "positive"}
     total = sum(math.exp(t["logprob"]) for t in label_entry["top_logprobs"])
     assert abs(total - 1.0) < 1e-6
-
-
-def test_label_log_odds_read_while_decoding_equal_a_separate_scoring_pass(smol_lm):
-    local_lm, engine = smol_lm, smol_lm.engine
-    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
-        prediction = dspy.Predict(Sentiment)(review=REVIEWS[1], config={"logprobs": True, "top_logprobs": 20})
-    read = label_log_probs(prediction.logprobs)
-    messages = LeanAdapter().format(Sentiment, [], {"review": REVIEWS[1]})
-    # log-odds at the point where the labels diverge (their first tokens), as the decoder reads them
-    scored = engine.score_continuations(messages, '{"label": "', ["positive", "negative"])
-    assert abs((read["positive"] - read["negative"]) - (scored["positive"] - scored["negative"])) < 1e-4
 
 
 def test_slot_logprobs_equal_the_decoders_reading(smol_lm):

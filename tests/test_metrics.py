@@ -20,7 +20,7 @@ from metrics.faithfulness import (
     sufficiency,
 )
 from metrics.modes import COMPAT, CORRECTED
-from metrics.stats import mcnemar, mean_ci, paired_bootstrap
+from metrics.stats import mcnemar, mean_ci, paired_difference
 
 
 def r(label, conf):
@@ -99,7 +99,7 @@ def test_ranking_positive_first_vs_toward_the_predicted_class():
 
 def test_plan_for_repeated_tokens_uses_positions():
     plan = perturbation_plan(3, [2, 0, 1])
-    assert plan["removed"][0] == ("delete", (2,)) and plan["kept"][-1] == ("keep", (2, 0))
+    assert plan["removed"][0] == ("delete", (2,)) and plan["kept"][-1] == ("keep", (0, 2))  # positions, sorted
     with pytest.raises(ValueError):
         perturbation_plan(3, [0, 0, 1])
 
@@ -125,6 +125,10 @@ def test_accuracy_calibration_and_statistics():
     assert estimate.n == 3 and estimate.excluded == 1 and estimate.low <= 0.2 <= estimate.high
     assert mean_ci([0.1, 0.2, 0.3], seed=1) == mean_ci([0.1, 0.2, 0.3], seed=1)  # seeded
     assert mcnemar([True, True], [True, True])["p_value"] == 1.0
-    paired = paired_bootstrap([1.0, 1.1, 0.9, 1.0], [0.0, 0.1, -0.1, 0.0])
-    assert paired["difference"] == pytest.approx(1.0) and paired["p_value"] < 0.05
+    paired = paired_difference([1.0, 1.1, 0.9, 1.0, 1.2, 0.8], [0.0, 0.1, -0.1, 0.0, 0.1, 0.0])
+    assert paired["difference"] == pytest.approx(5.9 / 6) and paired["p_value"] < 0.05
+    assert paired["ci_low"] <= paired["difference"] <= paired["ci_high"]
+    null = paired_difference([0.1, 0.2, 0.3, 0.4], [0.2, 0.1, 0.4, 0.3])  # differences cancel out
+    assert null["difference"] == pytest.approx(0.0) and null["p_value"] == pytest.approx(1.0)
+    assert paired_difference([1.0], [0.0])["difference"] is None  # one pair: no test
     assert math.isclose(mean_ci([None]).excluded, 1)

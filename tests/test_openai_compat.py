@@ -71,8 +71,9 @@ def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
     is used (the client reads it) but appears nowhere in the MLflow store, its artifacts, or an export."""
     require_shared("sst2", "validation.jsonl")
     from experiments.config import load_config
-    from experiments.export import export_run, find_run
-    from experiments.run import run_experiment
+    from experiments.export import export_run
+    from experiments.run import run_variants
+    from experiments.tracking import find_variant_run
     from programs.lm import make_lm
 
     canary = "sk-selfx-canary-3f9a1c7e5b"
@@ -85,9 +86,9 @@ def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
         "variants:\n  - {program: P, decision: generated}\n"
         "measure: {mode: corrected, probe: predict-only, faithfulness_n: 1, explainers: [random]}\n")
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    result = run_experiment(load_config(tmp_path / "api.yaml"), uri=uri, progress=False)
+    result = run_variants(load_config(tmp_path / "api.yaml"), uri=uri, progress=False)
     assert result["variants"]
-    export_run(find_run("selfx-api", uri=uri), tmp_path / "export", make_lm("smollm2", api_base=server, cache=False))
+    export_run(find_variant_run("selfx-api", uri=uri), tmp_path / "export", make_lm("smollm2", api_base=server, cache=False))
     scanned = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "api.yaml"]
     assert any(p.name == "mlflow.db" for p in scanned) and any(p.name == "program.json" for p in scanned)
     leaked = [str(p) for p in scanned if canary.encode() in p.read_bytes()]

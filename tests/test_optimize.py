@@ -56,7 +56,8 @@ def test_instruction_optimisers_run_on_the_embedded_model(optimizer, tmp_path, m
     require_shared("sst2", "train.jsonl")
     import dspy
 
-    from experiments.optimize import OptimizerMetric, compile_with
+    from experiments.optimize.compile import compile_with
+    from experiments.optimize.objective import OptimizerMetric
     from programs.data import load_examples
     from programs.lean_adapter import LeanAdapter
     from programs.lm import make_lm
@@ -86,7 +87,8 @@ def test_bootstrap_compiles_a_topk_program(tmp_path, monkeypatch):
     require_shared("sst2", "train.jsonl")
     import dspy
 
-    from experiments.optimize import OptimizerMetric, compile_with
+    from experiments.optimize.compile import compile_with
+    from experiments.optimize.objective import OptimizerMetric
     from programs.data import load_examples
     from programs.lean_adapter import LeanAdapter
     from programs.lm import make_lm

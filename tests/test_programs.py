@@ -6,11 +6,11 @@ import math
 import dspy
 import pytest
 
-from programs.lean_adapter import LeanAdapter
+from programs.lean_adapter import LeanAdapter, refine_schema
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
-from programs.readout import align_full, align_topk, label_log_probs, refine_schema, to_answer, to_attribution
-from programs.replay import ReplayMiss, ReplayProbe
+from programs.readout import align_full, align_topk, label_log_probs, to_answer, to_attribution
+from programs.recorded_probe import RecordedProbe
 from programs.self_explain import SentimentProgram
 from programs.signatures import SIGNATURES
 from tests.conftest import require_shared
@@ -124,16 +124,18 @@ def test_changed_demos_change_the_fingerprint(tmp_path):
     assert ProgramProbe(program, lm).fingerprint != before
 
 
-def test_replay_reproduces_recorded_answers_and_fails_clearly():
+def test_recorded_probe_reproduces_recorded_answers_and_says_what_it_never_saw():
     require_shared("huang2023", "llama3", "perturbation_cache_pe.jsonl.gz")
     rows = [json.loads(line) for line in open(require_shared("huang2023", "llama3", "self_expl_pe.jsonl"))]
     sentences = [json.loads(line) for line in open(require_shared("huang2023", "sst_sentences.jsonl"))]
-    probe = ReplayProbe("llama3", "P-E")
+    probe = RecordedProbe("llama3", "P-E")
     answers = probe.answers([s["sentence"] for s in sentences])
     for answer, row in zip(answers, rows):
         assert answer.label_int == row["repo_pred_label"] and answer.confidence == pytest.approx(row["repo_confidence"])
-    with pytest.raises(ReplayMiss, match="can only answer texts the study queried"):
-        probe.answers(["a sentence nobody recorded"])
+    assert probe.answers(["a sentence nobody recorded"]) == [None]  # not recorded: excluded, never filled in
+    # "Hmm ." was recorded as (0, 0.5), the study's parse-failure default: corrected mode counts it as a failure
+    assert probe.answers(["Hmm ."])[0].confidence == 0.5
+    assert not RecordedProbe("llama3", "P-E", recorded_default_as_failure=True).answers(["Hmm ."])[0].ok
 
 
 def test_api_reply_with_an_out_of_range_importance_counts_a_violation():

@@ -5,10 +5,10 @@ import json
 import dspy
 import pytest
 
-from programs.lean_adapter import LeanAdapter, output_schema
+from programs.lean_adapter import LeanAdapter, output_schema, refine_schema
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
-from programs.readout import label_log_probs, refine_schema, to_answer, to_attribution
+from programs.readout import label_log_probs, to_answer, to_attribution
 from programs.self_explain import SentimentProgram
 from programs.slot_decoder import DecodeOptions, compile_schema
 

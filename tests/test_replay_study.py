@@ -2,7 +2,8 @@
 
 import pytest
 
-from experiments.replay import markdown_tables, replay_study
+from experiments.replay import replay_study
+from experiments.tables import markdown_tables
 from tests.conftest import require_shared
 
 

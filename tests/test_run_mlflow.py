@@ -1,37 +1,38 @@
 """End to end: a tiny experiment on the embedded model, checked from the MLflow store itself."""
 
+import json
+
 import pytest
 
 from experiments.config import load_config
-from experiments.run import run_experiment
+from experiments.run import run_variants
 from tests.conftest import require_shared
+from tests.golden.figures import compare, load, run_figures, tolerance
 
 pytestmark = pytest.mark.model
 
-TINY = """
-name: tiny
-lm: local:smollm2-135m
-data: {source: sst2, train_n: 0, dev_n: 3, test_n: 3}
-variants:
-  - {program: P, decision: batch}
-  - {program: PE, value_mode: expected}
-measure: {mode: corrected, probe: logprob, faithfulness_n: 2, explainers: [occlusion, random]}
-"""
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The pinned tiny experiment (tests/golden), run once through ``selfx run``: its folder, figures and result."""
+    folder = tmp_path_factory.mktemp("tiny")
+    figures = run_figures(folder)
+    return folder, figures, json.loads((folder / "run.json").read_text())
 
 
-def test_tiny_experiment_lands_in_mlflow(tmp_path, monkeypatch):
-    require_shared("sst2", "validation.jsonl")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tiny.yaml").write_text(TINY)
+def test_a_run_reproduces_its_pinned_metrics(tiny_run):
+    _, figures, _ = tiny_run
+    pinned = load("run_smollm2")
+    assert compare(pinned, figures, tolerance=tolerance(pinned)) == []
+
+
+def test_tiny_experiment_lands_in_mlflow(tiny_run):
+    tmp_path, _, result = tiny_run
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
-    result = run_experiment(load_config(tmp_path / "tiny.yaml"), uri=uri, progress=False)
-
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("selfx-tiny")
+    experiment = client.get_experiment_by_name("selfx-golden")
     runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
     parent = [r for r in runs if r.info.run_id == result["parent_run_id"]][0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -53,16 +54,15 @@ def test_tiny_experiment_lands_in_mlflow(tmp_path, monkeypatch):
     assert any(m.source_run_id == pe.info.run_id for m in models)
 
     # export the best run by accuracy and load it back: same predictions as the run recorded
-    import json
-
     import dspy
 
-    from experiments.export import export_run, find_run
+    from experiments.export import export_run
+    from experiments.tracking import find_variant_run
     from programs.lean_adapter import LeanAdapter
     from programs.lm import make_lm
     from programs.self_explain import SentimentProgram
 
-    run = find_run("selfx-tiny", metric="accuracy", run_id=pe.info.run_id, uri=uri)
+    run = find_variant_run("selfx-golden", metric="accuracy", run_id=pe.info.run_id, uri=uri)
     lm = make_lm("local:smollm2-135m", cache=False)
     exported = export_run(run, tmp_path / "export", lm)
     assert {"program.json", "prompt.md", "messages.json", "README.md"} <= set(exported["files"])
@@ -112,7 +112,7 @@ def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monk
 
     monkeypatch.setattr(run_module, "evaluate_variant", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(config, uri=uri, progress=False)
+        run_variants(config, uri=uri, progress=False)
     monkeypatch.setattr(run_module, "evaluate_variant", real)
 
     import mlflow
@@ -120,7 +120,7 @@ def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monk
     first = mlflow.search_runs(experiment_names=["selfx-resumable"], output_format="list")
     parent = [r for r in first if "mlflow.parentRunId" not in r.data.tags][0]
     assert parent.info.status != "FINISHED"
-    result = run_experiment(config, uri=uri, progress=False)
+    result = run_variants(config, uri=uri, progress=False)
     assert result["parent_run_id"] == parent.info.run_id
     assert [v.get("resumed", False) for v in result["variants"]] == [True, False]
     runs = mlflow.search_runs(experiment_names=["selfx-resumable"], output_format="list")
@@ -128,4 +128,4 @@ def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monk
     assert sorted(r.data.params["demos"] for r in children) == ["0", "2"]
     assert mlflow.get_run(parent.info.run_id).info.status == "FINISHED"
     # a finished config is not reopened: a repeat is a new parent run
-    assert run_experiment(config, uri=uri, progress=False)["parent_run_id"] != parent.info.run_id
+    assert run_variants(config, uri=uri, progress=False)["parent_run_id"] != parent.info.run_id

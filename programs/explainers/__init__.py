@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from programs.explainers.lime import Lime
-from programs.explainers.occlusion import Occlusion
+from typing import Any
+
+from programs.explainers.lime import LimeExplainer
+from programs.explainers.occlusion import OcclusionExplainer
 from programs.explainers.random import RandomExplainer
 
 EXPLAINERS = {
-    "occlusion": Occlusion,
-    "lime": Lime,
+    "occlusion": OcclusionExplainer,
+    "lime": LimeExplainer,
     "random": RandomExplainer,
 }
 
 
-def explainer(name: str, **options):
+def explainer(name: str, **options: Any) -> Any:
     try:
         cls = EXPLAINERS[name]
     except KeyError:

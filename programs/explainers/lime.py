@@ -12,7 +12,8 @@ Values are always in P(positive) orientation: positive = evidence for the positi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from programs.probe import Probe
 from programs.types import Attribution
 
 
-class Lime:
+class LimeExplainer:
     def __init__(self, *, compat: bool = False, samples_per_token: int = 10, seed: int = 0,
                  p_source: str = "stated", failure_as_default: bool | None = None) -> None:
         self.compat = compat
@@ -30,20 +31,31 @@ class Lime:
         self.p_source = p_source
         self.failure_as_default = compat if failure_as_default is None else failure_as_default
 
-    def explain(self, tokens: Sequence[str], probe: Probe) -> Attribution:
+    def texts(self, tokens: Sequence[str]) -> list[str]:
+        """Every text :meth:`explain` asks the probe about: LIME draws its samples from its seeded stream
+        before it calls the classifier once, so a recording pass with the same seed sees exactly them."""
+        recorded: list[str] = []
+
+        def record(texts: list[str]) -> np.ndarray:
+            recorded.extend(self._cleaned(texts))
+            raise _Recorded
+
+        explainer, text, n_features = self._explainer(tokens)
         try:
-            from lime.lime_text import IndexedString, LimeTextExplainer
-        except ImportError as exc:  # pragma: no cover - install hint
-            raise ImportError("LIME needs the lime package: pip install lime") from exc
-        text = " ".join(tokens)
+            explainer.explain_instance(text, record, labels=(1,), num_features=n_features,
+                                       num_samples=self.samples_per_token * n_features)
+        except _Recorded:
+            pass
+        return ([] if self.compat else [text]) + recorded
+
+    def explain(self, tokens: Sequence[str], probe: Probe) -> Attribution:
+        explainer, text, n_features = self._explainer(tokens)
         failed = 0
 
         def classify(texts: list[str]) -> np.ndarray:
             nonlocal failed
-            cleaned = [" ".join(t.split()) for t in texts] if not self.compat else list(texts)
-            answers = probe.answers(cleaned)
             probs = []
-            for answer in answers:
+            for answer in probe.answers(self._cleaned(texts)):
                 p = p_positive(answer, self.p_source, failure_as_default=self.failure_as_default)
                 if p is None:  # LIME needs a number for every sample: count it, score it neutral
                     failed += 1
@@ -53,17 +65,10 @@ class Lime:
             return np.column_stack([1.0 - p_pos, p_pos])
 
         if self.compat:
-            explainer = LimeTextExplainer(class_names=["negative", "positive"], bow=False,
-                                          random_state=self.seed)
-            n_features = IndexedString(text, bow=False).num_words()
             label = 1
         else:
-            explainer = LimeTextExplainer(class_names=["negative", "positive"], bow=False, mask_string="",
-                                          split_expression=lambda s: s.split(), random_state=self.seed)
-            n_features = len(tokens)
             original = probe.answers([text])[0]
             label = 1 if not original.ok or original.label == "positive" else 0
-        n_features = max(1, n_features)
         explanation = explainer.explain_instance(text, classify, labels=(label,), num_features=n_features,
                                                  num_samples=self.samples_per_token * n_features)
         weights = dict(explanation.as_map()[label])
@@ -77,6 +82,30 @@ class Lime:
             "mode": "compat" if self.compat else "corrected", "explained_label": label, "seed": self.seed,
             "num_samples": self.samples_per_token * n_features, "failed_samples": failed,
             "perturbation": "mask:UNKWORDZ" if self.compat else "delete", "probe": probe.fingerprint})
+
+    def _explainer(self, tokens: Sequence[str]) -> tuple[Any, str, int]:
+        """A fresh LIME explainer (its random stream starts at the seed), the text and the feature count."""
+        try:
+            from lime.lime_text import IndexedString, LimeTextExplainer
+        except ImportError as exc:  # pragma: no cover - install hint
+            raise ImportError("LIME needs the lime package: pip install lime") from exc
+        text = " ".join(tokens)
+        if self.compat:
+            explainer = LimeTextExplainer(class_names=["negative", "positive"], bow=False, random_state=self.seed)
+            n_features = IndexedString(text, bow=False).num_words()
+        else:
+            explainer = LimeTextExplainer(class_names=["negative", "positive"], bow=False, mask_string="",
+                                          split_expression=lambda s: s.split(), random_state=self.seed)
+            n_features = len(tokens)
+        return explainer, text, max(1, n_features)
+
+    def _cleaned(self, texts: Sequence[str]) -> list[str]:
+        # corrected mode deletes words (an empty mask string leaves double spaces): the same texts as occlusion
+        return list(texts) if self.compat else [" ".join(t.split()) for t in texts]
+
+
+class _Recorded(Exception):
+    """Stops LIME once it has handed over its samples."""
 
 
 def _map_back(tokens: Sequence[str], words: Sequence[str], weights: dict[int, float],

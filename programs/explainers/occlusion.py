@@ -1,8 +1,8 @@
-"""Occlusion: occ_i = P(pos | x) - P(pos | x without token i); n + 1 probe texts, deduplicated."""
+"""Occlusion: occ_i = P(pos | x) - P(pos | x without token i); n + 1 probe texts."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from programs.explainers.base import p_positive
 from programs.perturb import delete
@@ -10,13 +10,17 @@ from programs.probe import Probe
 from programs.types import Attribution
 
 
-class Occlusion:
+class OcclusionExplainer:
     def __init__(self, *, p_source: str = "stated", failure_as_default: bool = False) -> None:
         self.p_source = p_source
         self.failure_as_default = failure_as_default
 
+    def texts(self, tokens: Sequence[str]) -> list[str]:
+        """Every text :meth:`explain` asks the probe about (the original first)."""
+        return [" ".join(tokens)] + [delete(tokens, [i]) for i in range(len(tokens))]
+
     def explain(self, tokens: Sequence[str], probe: Probe) -> Attribution:
-        texts = [" ".join(tokens)] + [delete(tokens, [i]) for i in range(len(tokens))]
+        texts = self.texts(tokens)
         answers = probe.answers(texts)
         probs = [p_positive(a, self.p_source, failure_as_default=self.failure_as_default) for a in answers]
         p0 = probs[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -13,6 +13,10 @@ from programs.types import Attribution
 class RandomExplainer:
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
+
+    def texts(self, tokens: Sequence[str]) -> list[str]:
+        """A random explanation asks the model nothing."""
+        return []
 
     def explain(self, tokens: Sequence[str], probe: object = None) -> Attribution:
         # Own stream per sentence (seed + text), so baselines never share noise with other explainers.

@@ -1,4 +1,4 @@
-"""Replay backend: a probe that answers from the study's recorded caches (no LM).
+"""The recorded probe: answers from the study's recorded caches (no LM), for ``selfx replay``.
 
 ``../shared/data/huang2023/<model>/perturbation_cache_<tag>.jsonl.gz`` holds the model's
 (label, confidence) on every text its pipeline queried (originals, deletions, the empty string).
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 from programs.data import DataError, shared_data_dir
 from programs.types import LABELS, Answer, stated_p_positive
@@ -20,15 +20,7 @@ REPLAY_MODELS = ("gpt4o", "llama3")
 REPLAY_TAGS = {"P-E": "pe", "E-P": "ep", "P": "p"}
 
 
-class ReplayMiss(KeyError):
-    """A text the study never asked its model about."""
-
-    def __str__(self) -> str:
-        return (f"the recorded {self.args[1]} cache has no answer for {self.args[0]!r}; the replay backend "
-                "can only answer texts the study queried (deletions of its 100 sentences)")
-
-
-@lru_cache(maxsize=None)
+@cache
 def _load(model: str, tag: str) -> dict[str, Answer]:
     path = shared_data_dir() / "huang2023" / model / f"perturbation_cache_{tag}.jsonl.gz"
     if not path.is_file():
@@ -47,38 +39,32 @@ def _load(model: str, tag: str) -> dict[str, Answer]:
     return answers
 
 
-class ReplayProbe:
-    """Recorded answers of ``model`` (gpt4o, llama3) under the prompt of ``order`` (P-E, E-P, P)."""
+class RecordedProbe:
+    """Recorded answers of ``model`` (gpt4o, llama3) under the prompt of ``order`` (P-E, E-P, P).
 
-    def __init__(self, model: str, order: str) -> None:
+    ``answers`` returns None for a text the study never asked (a miss is not a model failure: the metric is
+    not computable and is counted). ``recorded_default_as_failure``: treat a recorded (0, 0.5), the
+    study's parse-failure default, as a failure (it cannot be told apart from a genuine answer).
+    """
+
+    p_source = "stated"  # the study recorded stated (label, confidence) pairs only
+
+    def __init__(self, model: str, order: str, *, recorded_default_as_failure: bool = False) -> None:
         if model not in REPLAY_MODELS:
             raise ValueError(f"no recorded caches for {model!r}; choose one of {list(REPLAY_MODELS)}")
         if order not in REPLAY_TAGS:
             raise ValueError(f"unknown order {order!r}; choose one of {list(REPLAY_TAGS)}")
         self.model, self.order = model, order
+        self.recorded_default_as_failure = recorded_default_as_failure
         self.fingerprint = f"replay:{model}:{REPLAY_TAGS[order]}"
         self._answers = _load(model, REPLAY_TAGS[order])
 
-    def lookup(self, texts: Sequence[str], *, recorded_default_as_failure: bool = False) -> list[Answer | None]:
-        """Recorded answers, None where the study never asked (a miss is not a model failure).
-
-        ``recorded_default_as_failure``: treat a recorded (0, 0.5), the study's parse-failure
-        default, as a failure (it cannot be told apart from a genuine answer).
-        """
+    def answers(self, texts: Sequence[str]) -> list[Answer | None]:
         out: list[Answer | None] = []
         for text in texts:
             answer = self._answers.get(text)
-            if recorded_default_as_failure and answer is not None and answer.ok and answer.label == "negative" \
+            if self.recorded_default_as_failure and answer is not None and answer.ok and answer.label == "negative" \
                     and answer.confidence == 0.5:
                 answer = Answer.failed("recorded (0, 0.5): the study's parse-failure default")
             out.append(answer)
-        return out
-
-    def answers(self, texts: Sequence[str]) -> list[Answer]:
-        out = []
-        for text in texts:
-            try:
-                out.append(self._answers[text])
-            except KeyError:
-                raise ReplayMiss(text, f"{self.model} {self.order}") from None
         return out

@@ -1,0 +1,249 @@
+"""The one measurement pipeline: explanations -> probe answers -> per-sentence metrics -> aggregates with CIs
+and the random baseline -> agreement.
+
+:func:`measure` is *the* way an explanation becomes a faithfulness number, for every command (replay and
+its switch ablation, study, evaluate, run, optimize). It asks the probe once per round for the texts of
+every sentence and explanation together (originals; then every metric's perturbations), so the probe can
+deduplicate, consult its cache once and schedule the rest; all arithmetic is in ``metrics/``.
+:func:`explain` computes the perturbation explainers (occlusion, LIME, random) through the same probe,
+with their texts asked in one round as well.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from metrics.agreement import AGREEMENT_METRICS, RANKING_ONLY, agreement
+from metrics.faithfulness import (
+    FAITHFULNESS_METRICS,
+    Reply,
+    complete_ranking,
+    plan,
+    rank_positions,
+    score,
+)
+from metrics.modes import MetricMode
+from metrics.quality import nondegenerate
+from metrics.stats import mean_ci
+from programs.explainers import explainer
+from programs.perturb import perturb
+from programs.probe import Probe
+from programs.types import Answer, Attribution, Example
+
+# The order explanation kinds appear in tables and agreement pairs.
+KINDS = ("self", "topk", "occlusion", "lime", "random")
+TOPK_PROTOCOLS = ("single-step", "padded")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """An explanation as the metrics consume it: one value per position (None = none given) and, for
+    explanations that give an order rather than values, a ranking. ``topk``: the ranking names only the k
+    words a top-k explanation chose (the rest of the order is unknown)."""
+
+    values: tuple[float | None, ...]
+    ranking: tuple[int, ...] | None = None
+    topk: bool = False
+
+    @classmethod
+    def of(cls, attribution: Attribution | None) -> Explanation | None:
+        """An attribution as an explanation; None stays None (a failed answer has no explanation)."""
+        if attribution is None:
+            return None
+        ranking = tuple(attribution.ranking) if attribution.ranking is not None else None
+        return cls(tuple(attribution.values), ranking, topk=ranking is not None)
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` found. ``rows[kind][i]``: sentence i's metrics ({} when it had no explanation);
+    ``summary[kind]``: means with 95 % bootstrap CIs; ``agreement["a~b"]``: agreement aggregates."""
+
+    rows: dict[str, list[dict[str, float | None]]]
+    summary: dict[str, dict[str, Any]]
+    agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
+    originals: list[Answer | None] = field(default_factory=list)
+
+
+def to_reply(answer: Answer | None, p_source: str) -> Reply | None:
+    """An answer as metric input. None = never recorded (a replay miss); a failed answer = a Reply with no label."""
+    if answer is None:
+        return None
+    if not answer.ok:
+        return Reply(None, None, None)
+    return Reply(answer.label_int, answer.confidence, answer.p_positive.get(p_source))
+
+
+def aggregate(rows: Sequence[Mapping[str, float | None]], metrics: Sequence[str], *, seed: int = 0) -> dict[str, Any]:
+    """Means with 95 % bootstrap CIs over sentences; excluded sentences are counted per metric."""
+    out: dict[str, Any] = {}
+    for metric in metrics:
+        out.update(mean_ci([row.get(metric) for row in rows], seed=seed).as_dict(metric))
+    return out
+
+
+def explain(names: Sequence[str], tokens: Sequence[Sequence[str]], probe: Probe, *, mode: MetricMode, seed: int = 0,
+            lime_samples_per_token: int = 10) -> dict[str, list[Explanation]]:
+    """Occlusion, LIME and random explanations of every sentence through ``probe``.
+
+    Every explainer's perturbed texts of every sentence are asked in one round first (the probe
+    schedules and caches them); the explainers then find each answer already there.
+    """
+    made = {}
+    for name in names:
+        options: dict[str, Any] = {"seed": seed} if name in ("random", "lime") else {}
+        if name in ("occlusion", "lime"):
+            options.update(p_source=probe.p_source, failure_as_default=mode.failure_as_default)
+        if name == "lime":
+            options.update(compat=mode.name == "compat", samples_per_token=lime_samples_per_token)
+        made[name] = explainer(name, **options)
+    probe.answers([text for e in made.values() for t in tokens for text in e.texts(list(t))])
+    return {name: [Explanation.of(e.explain(list(t), probe)) for t in tokens] for name, e in made.items()}
+
+
+def measure(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence[Explanation | None]],
+            probe: Probe, *, mode: MetricMode, protocol: str = "all", topk: str = "padded",
+            metrics: Sequence[str] = FAITHFULNESS_METRICS, agreement: str | Sequence[tuple[str, str]] = (),
+            originals: Sequence[Answer | None] | None = None, seed: int = 0) -> Measurement:
+    """Faithfulness (and agreement) of each kind of explanation of each sentence.
+
+    ``protocol``: which metrics (``all``, ``bins`` or ``single-step``; see :func:`metrics.faithfulness.plan`).
+    ``topk``: how a top-k explanation is measured: ``single-step`` (the paper's protocol: its k words at
+    once, under the main metric names) or ``padded`` (its ranking padded at random, as the study's 2024
+    code does, so it shares one axis with full explanations; the single step is added as
+    ``comprehensiveness_topk`` / ``sufficiency_topk``). ``agreement``: ``"all"`` pairs of kinds, or the
+    pairs given (see :func:`agree`). Sentence i draws its random stream from ``seed + i``. ``originals``:
+    the probe's answers on the unperturbed sentences, if already asked.
+    """
+    if topk not in TOPK_PROTOCOLS:
+        raise ValueError(f"unknown top-k protocol {topk!r}; choose one of {list(TOPK_PROTOCOLS)}")
+    originals = list(originals) if originals is not None else probe.answers([" ".join(t) for t in tokens])
+    base = [to_reply(a, probe.p_source) for a in originals]
+    jobs = []  # (kind, sentence, key, protocol, order, explanation, rng)
+    for kind, items in explanations.items():
+        for i, (sentence, explanation, reply) in enumerate(zip(tokens, items, base)):
+            if explanation is None or reply is None or not sentence:
+                continue
+            n, rng = len(sentence), np.random.default_rng(seed + i)
+            predicted = reply.label if reply.label is not None else 0
+            if explanation.topk and topk == "single-step":
+                jobs.append((kind, i, "", "single-step", list(explanation.ranking), explanation, rng))
+                continue
+            order = complete_ranking(explanation.values, explanation.ranking, n, predicted, mode, rng)
+            jobs.append((kind, i, "", protocol, order, explanation, rng))
+            if explanation.topk:
+                jobs.append((kind, i, "_topk", "single-step", list(explanation.ranking), explanation, rng))
+    texts = {(i, p): perturb(tokens[i], *p) for _, i, _, proto, order, _, _ in jobs
+             for p in plan(len(tokens[i]), order, proto)}
+    answers = dict(zip(dict.fromkeys(texts.values()), probe.answers(list(dict.fromkeys(texts.values())))))
+    rows: dict[str, list[dict[str, float | None]]] = {kind: [{} for _ in tokens] for kind in explanations}
+    for kind, i, suffix, proto, order, explanation, rng in jobs:
+        n = len(tokens[i])
+        replies = {p: to_reply(answers[texts[(i, p)]], probe.p_source) for p in plan(n, order, proto)}
+        scored = score(base[i], replies, n, order, explanation.values, mode, proto, rng)
+        if suffix:
+            rows[kind][i].update({"comprehensiveness_topk": scored["comprehensiveness"],
+                                  "sufficiency_topk": scored["sufficiency"]})
+        else:
+            rows[kind][i].update(scored)
+    summary = {}
+    for kind, kind_rows in rows.items():
+        extra = ("comprehensiveness_topk", "sufficiency_topk") if any("comprehensiveness_topk" in r
+                                                                      for r in kind_rows) else ()
+        summary[kind] = aggregate(kind_rows, (*metrics, *extra), seed=seed)
+    measured = Measurement(rows, summary, originals=originals)
+    if agreement:
+        measured.agreement = agree(tokens, explanations, originals, mode=mode, pairs=agreement, seed=seed)
+    return measured
+
+
+def agree(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence[Explanation | None]],
+          originals: Sequence[Answer | None], *, mode: MetricMode, pairs: str | Sequence[tuple[str, str]] = "all",
+          seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Agreement between kinds of explanation (``"all"`` pairs, or the pairs given), keyed ``"a~b"``.
+    Rankings follow the mode (toward the predicted class in corrected mode); a sentence where either side
+    has no explanation is excluded and counted."""
+    if pairs == "all":
+        kinds = [k for k in KINDS if k in explanations]
+        pairs = [(a, b) for i, a in enumerate(kinds) for b in kinds[i + 1:]]
+    table: dict[str, dict[str, Any]] = {}
+    for a, b in pairs:
+        rows = []
+        for s, (sentence, original) in enumerate(zip(tokens, originals)):
+            first, second = explanations[a][s], explanations[b][s]
+            if first is None or second is None:
+                rows.append({})
+                continue
+            predicted = original.label_int if original is not None and original.ok else None
+            rank_a, values_a = _ranked(first, predicted, mode)
+            rank_b, values_b = _ranked(second, predicted, mode)
+            rows.append(agreement(rank_a, rank_b, values_a, values_b, n=len(sentence)))
+        # a top-k explanation orders only its k words: set-based agreement only
+        table[f"{a}~{b}"] = aggregate(rows, RANKING_ONLY if "topk" in (a, b) else AGREEMENT_METRICS, seed=seed)
+    return table
+
+
+def _ranked(explanation: Explanation, predicted: int | None, mode: MetricMode) -> tuple[list[int], list]:
+    if explanation.ranking is not None:
+        return list(explanation.ranking), list(explanation.values)
+    return rank_positions(explanation.values, predicted=predicted, mode=mode), list(explanation.values)
+
+
+def explanation_quality(explanations: Sequence[Explanation | None]) -> dict[str, Any]:
+    """For full explanations: the share with at least 3 distinct values (non-degenerate)."""
+    full = [e for e in explanations if e is not None and not e.topk]
+    if not full:
+        return {}
+    return {"explanation_nondegenerate_rate": sum(nondegenerate(e.values) for e in full) / len(full)}
+
+
+# What a program variant logs beside its accuracy (run, evaluate --faithfulness, optimize's held-out slice).
+PROGRAM_METRICS = ("comprehensiveness_bins", "sufficiency_bins", "comprehensiveness", "df_mit", "rankdel")
+
+
+def program_faithfulness(examples: Sequence[Example], attributions: Sequence[Attribution | None], probe: Probe, *,
+                         mode: MetricMode, explainers: Sequence[str] = ("occlusion", "random"), seed: int = 0,
+                         lime_samples_per_token: int = 10) -> tuple[dict[str, Any], list[dict[str, float | None]]]:
+    """How faithful a program's explanations are, with baselines beside them, as flat metric keys.
+
+    Self-explanations (``comprehensiveness_bins`` ...) and each explainer (``occlusion_...``, ``random_...``)
+    through ``probe``; Spearman with the model's own occlusion and top-k feature agreement with it;
+    the explanations' non-degenerate share and range violations; probe cost. Returns the aggregates
+    and the self-explanations' per-sentence metrics (example order).
+    """
+    started = time.perf_counter()
+    calls, hits = probe.stats.model_calls, probe.stats.cache_hits
+    tokens = [list(e.tokens) for e in examples]
+    originals = probe.answers([e.text for e in examples])
+    kinds = {"self": [Explanation.of(a) for a in attributions],
+             **explain(explainers, tokens, probe, mode=mode, seed=seed, lime_samples_per_token=lime_samples_per_token)}
+    measured = measure(tokens, kinds, probe, mode=mode, metrics=PROGRAM_METRICS, originals=originals, seed=seed)
+    out: dict[str, Any] = {}
+    for kind, summary in measured.summary.items():
+        out.update({(k if kind == "self" else f"{kind}_{k}"): v for k, v in summary.items()})
+    out.update(explanation_quality(kinds["self"]))
+    full = [a for a in attributions if a is not None and a.ranking is None]
+    if full:
+        out["explanation_range_violations"] = sum(a.info.get("range_violations", 0) for a in full)
+    if "occlusion" in kinds:
+        out.update(occlusion_agreement(tokens, kinds, originals, mode=mode, seed=seed))
+    out["faithfulness_probe_calls"] = probe.stats.model_calls - calls
+    out["faithfulness_cache_hits"] = probe.stats.cache_hits - hits
+    out["faithfulness_seconds"] = time.perf_counter() - started
+    return out, measured.rows["self"]
+
+
+def occlusion_agreement(tokens: Sequence[Sequence[str]], kinds: Mapping[str, Sequence[Explanation | None]],
+                        originals: Sequence[Answer | None], *, mode: MetricMode, seed: int = 0) -> dict[str, Any]:
+    """How well self-explanations agree with the model's own occlusion: Spearman over positions (full
+    explanations) as ``spearman_vs_occlusion`` and top-k feature agreement, with CIs."""
+    table = agree(tokens, kinds, originals, mode=mode, pairs=[("self", "occlusion")], seed=seed)["self~occlusion"]
+    out = {f"agreement_occlusion_{k}": v for k, v in table.items() if k.startswith("feature_agreement")}
+    out.update({k.replace("rank_correlation", "spearman_vs_occlusion"): v for k, v in table.items()
+                if k.startswith("rank_correlation")})
+    return out

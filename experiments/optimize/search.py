@@ -1,0 +1,107 @@
+"""The Optuna loop of ``selfx optimize``: NSGA-II over the variant space, every trial a nested MLflow run.
+
+Objectives are measured on the dev slice: accuracy, and faithfulness as ERASER-bin comprehensiveness on
+a dev sample through the cached probe (about 10 probe texts per sentence). The study lives in SQLite
+storage, so an interrupted study resumes where it stopped. At the end the Pareto front and the paper
+variant are evaluated on the held-out test slice with 95 % CIs and paired tests, and a Pareto plot is
+logged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from experiments import tracking
+from experiments.config import ExperimentConfig, Variant
+from experiments.optimize.compile import compile_with
+from experiments.optimize.held_out import MINIMISE, held_out
+from experiments.optimize.objective import OptimizerMetric, dev_objectives
+from experiments.plots import pareto_plot
+from experiments.variants import (
+    adapter_for,
+    build_program,
+    calibrate,
+    config_digest,
+    rendered_prompt,
+    splits,
+    variant_params,
+)
+from programs.lm import make_lm
+from programs.probe_cache import ProbeCache
+
+
+def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool = True) -> dict[str, Any]:
+    import optuna
+
+    experiment = f"selfx-{config.name}-optimize"
+    lm = make_lm(config.lm, api_base=config.api_base, cache=True)
+    cache = ProbeCache()
+    train, dev, test = splits(config)
+    objectives = list(config.search.objectives)
+    directions = ["minimize" if o in MINIMISE else "maximize" for o in objectives]
+    storage = config.search.storage
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # a changed config (space, data, objectives) is a new study; more trials extend the same one
+    same_study = config_digest(config.model_copy(update={"search": config.search.model_copy(update={"trials": 1})}))[:8]
+    study = optuna.create_study(study_name=f"selfx-{config.name}-{same_study}", storage=storage, directions=directions,
+                                sampler=optuna.samplers.NSGAIISampler(seed=config.seed), load_if_exists=True)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    with tracking.parent_run(experiment, f"{config.name} optimize", uri=uri or config.tracking_uri) as parent:
+        parent.log_params({"config": config.name, "objectives": ",".join(objectives), "trials": config.search.trials,
+                           "optimizer_metric": config.search.optimizer_metric,
+                           "faithfulness_weight": config.search.faithfulness_weight,
+                           "optimizer_budget": config.search.optimizer_budget,
+                           "space": json.dumps(config.search.space), "storage": storage, "sampler": "NSGA-II"})
+
+        metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm, config, cache)
+
+        def objective(trial: optuna.Trial) -> tuple[float, ...]:
+            choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
+            variant = Variant(**choice)
+            if progress:
+                print(f"trial {trial.number}: {variant.name}", flush=True)
+            program = build_program(variant, lm, dev, cache, config.seed)
+            if variant.optimizer != "none":
+                with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
+                    program = compile_with(variant.optimizer, program, train, metric, lm,
+                                           config.search.optimizer_budget, config.seed)
+                    calibrate(program, dev)  # the optimiser changed the demos the bias was read with
+            scores = dev_objectives(program, variant, lm, dev, config, cache)
+            rows = [{"review": e.text, "gold": "positive" if e.label else "negative", "prediction": None,
+                     "confidence": None, "p_positive": "{}", "importances": "null", "parse_status": "dev"}
+                    for e in dev[:1]]
+            run_id = tracking.log_variant(
+                parent.run_id, variant.name, params=variant_params(variant, program, lm, config),
+                metrics={**scores, "trial": trial.number}, tags={"selfx.program": variant.program},
+                prompt=rendered_prompt(program, variant.adapter, lm), program=program, rows=rows,
+                context=dspy.context(lm=lm, adapter=adapter_for(variant.adapter)))
+            trial.set_user_attr("run_id", run_id)
+            trial.set_user_attr("variant", variant.model_dump())
+            return tuple(_objective_value(scores.get(o), o) for o in objectives)
+
+        remaining = max(0, config.search.trials - len(done))
+        study.optimize(objective, n_trials=remaining, catch=(ValueError,))
+        front = study.best_trials
+        plot = pareto_plot(study.trials, front, objectives, study.study_name)
+        if plot is not None:
+            parent.log_file(plot)
+        comparison = held_out(front, objectives, config, lm, dev, test, cache)
+        parent.log_dict(comparison, "held_out_comparison.json")
+    return {"experiment": experiment, "parent_run_id": parent.run_id, "study": study.study_name,
+            "trials": len(study.trials), "pareto": [{"number": t.number, "values": t.values,
+                                                     "variant": t.user_attrs.get("variant"),
+                                                     "run_id": t.user_attrs.get("run_id")} for t in front],
+            "held_out": comparison}
+
+
+def _objective_value(value: float | None, objective: str) -> float:
+    """A missing objective (no explanation, all failed) is the worst value, never a silent 0.5."""
+    if value is None:
+        return float("inf") if objective in MINIMISE else float("-inf")
+    return float(value)
