@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "sufficiency, decision flip, deletion-rank correlation; corrected mode, cached "
                                "probe) beside occlusion and a random explanation, with the Spearman correlation "
                                "with occlusion")
+    evaluate.add_argument("--probe", default=MEASURE.probe, choices=choices(ProbeMode),
+                          help="the decision function --faithfulness and --with-occlusion measure through: the "
+                               "program's own label slot (logprob, the default), the program decoded in full "
+                               "per text (same-program), or the zero-shot prediction-only program (zero-shot)")
     evaluate.add_argument("--decision", default=None, choices=[*choices(Decision), "all"],
                           help="label decision rule; all = every rule side by side from one pass "
                                "(default: the embedded default setup's, generated for API models)")
@@ -183,7 +187,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       decision=args.decision or (DEFAULT_SETUP.decision if embedded else "generated"),
                       demos=args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0),
                       demo_source=args.demo_source, with_occlusion=args.with_occlusion,
-                      faithfulness=args.faithfulness)
+                      faithfulness=args.faithfulness, probe_mode=args.probe)
     screens.evaluate(report)
     screens.write_json(args.json, report)
     return 0

@@ -71,7 +71,9 @@ def summarise(examples: Sequence[Example], ran: Predictions) -> dict[str, Any]:
 def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec: str = "local",
              api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
              demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion",
-             with_occlusion: bool = False, faithfulness: bool = False) -> dict[str, Any]:
+             with_occlusion: bool = False, faithfulness: bool = False, probe_mode: str = "logprob") -> dict[str, Any]:
+    """Run each program on the first ``n`` examples and summarise; ``faithfulness`` / ``with_occlusion`` measure
+    its explanations through its own probe (``probe_mode``)."""
     if decision not in (*DECISIONS, "all"):
         raise ValueError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
     check_value_mode(lm_spec, api_base, value_mode)
@@ -79,7 +81,6 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
     adapter = default_adapter(lm)
     cache = ProbeCache()
-    probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=cache)
     report: dict[str, Any] = {}
     for name in resolve_programs(programs):
         program = SentimentProgram(name, value_mode=value_mode, decision="generated" if decision == "all" else decision)
@@ -92,9 +93,10 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
                 program.calibrate([e.text for e in examples], batch_name=f"{data}:validation[:{len(examples)}]")
         ran = predict(program, examples, lm, progress=sys.stderr.isatty())
         summary = summarise(examples, ran)
+        probe = ProgramProbe(program, lm, mode=probe_mode, cache=cache, adapter=adapter)
         if faithfulness and program.granularity is not None:
             measured, _ = program_faithfulness(examples, ran.attributions, probe, mode=CORRECTED)
-            summary.update(measured)
+            summary.update({**measured, **probe.describe()})
         elif with_occlusion and program.granularity == "full":
             tokens = [list(e.tokens) for e in examples]
             kinds = {"self": [Explanation.of(a) for a in ran.attributions],

@@ -1,8 +1,9 @@
 """``selfx study``: the study's faithfulness and agreement tables computed end to end on a live model.
 
 Self-explanations (P-E, E-P, full and top-k) come from the programs; occlusion, LIME and the
-random baseline from the explainers; every perturbed text goes through one cached probe, so a
-re-run answers from the cache (and the programs' own answers from DSPy's response cache).
+random baseline from the explainers. Every perturbed text goes through the explained program's own
+cached probe (``--probe``), so a figure is about the decision that was explained, and a re-run answers
+from the cache (the programs' own answers from DSPy's response cache).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from experiments.measure import Explanation, explain, measure
+from experiments.measure import KINDS, Explanation, agree, explain, measure
 from experiments.predict import predict
 from metrics.modes import metric_mode
 from programs.data import load_examples
@@ -28,7 +29,7 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
     check_value_mode(lm_spec, api_base, value_mode)
     mode = metric_mode(mode_name)
     examples = load_examples(data, split="validation", n=n)
-    tokens = [e.text.split() for e in examples]
+    texts, tokens = [e.text for e in examples], [e.text.split() for e in examples]
     lm = make_lm(lm_spec, api_base=api_base, cache=True)
     cache = ProbeCache(cache_path)
     start = time.perf_counter()
@@ -36,19 +37,26 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
     agreements: dict[str, dict[str, Any]] = {}
     probes: dict[str, dict[str, int]] = {}
     for order, full, topk in ORDERS:
-        program = SentimentProgram(full, value_mode=value_mode)
+        program, topk_program = SentimentProgram(full, value_mode=value_mode), SentimentProgram(topk)
+        # each explanation is measured through the decision it explains; the baselines through the full program's
         probe = ProgramProbe(program, lm, mode=probe_mode, cache=cache)
-        originals = probe.answers([e.text for e in examples])
+        topk_probe = ProgramProbe(topk_program, lm, mode=probe_mode, cache=cache)
+        originals = probe.answers(texts)
         kinds = {"self": [Explanation.of(a) for a in predict(program, examples, lm).attributions],
-                 "topk": [Explanation.of(a) for a in predict(SentimentProgram(topk), examples, lm).attributions],
                  **explain(("occlusion", "lime", "random"), tokens, probe, mode=mode, seed=seed,
                            lime_samples_per_token=lime_samples_per_token)}
+        topk_kind = {"topk": [Explanation.of(a) for a in predict(topk_program, examples, lm).attributions]}
         # corrected mode measures top-k by the paper's single step; compat by the 2024 code's padded ranking
-        measured = measure(tokens, kinds, probe, mode=mode, topk="padded" if mode.noise else "single-step",
-                           agreement="all", originals=originals, seed=seed)
-        faithfulness.update({f"{order} {kind}": row for kind, row in measured.summary.items()})
-        agreements.update({f"{order} {pair}": row for pair, row in measured.agreement.items()})
-        probes[order] = probe.stats.as_dict()
+        topk_protocol = "padded" if mode.noise else "single-step"
+        measured = measure(tokens, kinds, probe, mode=mode, topk=topk_protocol, originals=originals, seed=seed)
+        measured_topk = measure(tokens, topk_kind, topk_probe, mode=mode, topk=topk_protocol,
+                                originals=topk_probe.answers(texts), seed=seed)
+        summary = {**measured.summary, **measured_topk.summary}
+        faithfulness.update({f"{order} {kind}": summary[kind] for kind in KINDS})
+        agreement = agree(tokens, {**kinds, **topk_kind}, originals, mode=mode, pairs="all", seed=seed)
+        agreements.update({f"{order} {pair}": row for pair, row in agreement.items()})
+        probes[order] = {**probe.stats.as_dict(), **probe.describe()}
+        probes[f"{order} top-k"] = {**topk_probe.stats.as_dict(), **topk_probe.describe()}
     return {**describe_lm(lm), "mode": mode.name, "data": data, "n_sentences": len(examples), "probe_mode": probe_mode,
             "p_source": probe.p_source, "value_mode": value_mode, "faithfulness": faithfulness,
             "agreement": agreements, "probe_stats": probes, "wall_seconds": time.perf_counter() - start,

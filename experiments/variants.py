@@ -76,9 +76,11 @@ def rendered_prompt(program: SentimentProgram, adapter: str, lm: Any) -> str:
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
 
 
-def measurement_probe(config: ExperimentConfig, lm: Any, cache: ProbeCache) -> Probe:
-    """The probe a config measures faithfulness through."""
-    return ProgramProbe(SentimentProgram("P"), lm, mode=config.measure.probe, cache=cache)
+def measurement_probe(program: SentimentProgram, adapter: str, config: ExperimentConfig, lm: Any,
+                      cache: ProbeCache | None) -> Probe:
+    """The probe a config measures a program's faithfulness through: that program's own decision (its prompt
+    through the variant's adapter), unless the config asks for another probe mode."""
+    return ProgramProbe(program, lm, mode=config.measure.probe, cache=cache, adapter=adapter_for(adapter))
 
 
 def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test: Sequence[Example],
@@ -107,7 +109,8 @@ def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test:
     if program.granularity is not None:
         n = config.measure.faithfulness_n
         faithfulness, per_sentence = program_faithfulness(
-            test[:n], attributions[:n], measurement_probe(config, lm, cache), mode=metric_mode(config.measure.mode),
+            test[:n], attributions[:n], measurement_probe(program, variant.adapter, config, lm, cache),
+            mode=metric_mode(config.measure.mode),
             explainers=config.measure.explainers, seed=config.seed,
             lime_samples_per_token=config.measure.lime_samples_per_token)
         metrics.update(faithfulness)

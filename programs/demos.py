@@ -2,9 +2,12 @@
 
 - ``label``: balanced gold-labelled reviews from the train split (what P needs);
 - ``occlusion`` (teacher demos): the same reviews whose explanation is the model's *own* occlusion,
-  computed through the probe and cached, scaled so the largest |value| is 1 and rounded to the
-  decoder's 0.1 grid; top-k demos take the k tokens with the highest occlusion value (most
-  positive first, as the study's top-k prompt asks);
+  scaled so the largest |value| is 1 and rounded to the decoder's 0.1 grid; top-k demos take the k
+  tokens with the highest occlusion value (most positive first, as the study's top-k prompt asks).
+  Without circularity: the explaining program's decision depends on its demos' explanations, so a
+  demo's occlusion is computed through the decision the program has *before* it has explanations: the
+  prediction-only program with the other k - 1 reviews as gold-labelled demos (leave-one-out, so a
+  review never sees itself), read at its label slot and cached;
 - ``self`` (bootstrapped): the program's own zero-shot explanations of those reviews, kept only
   where its label was right (DSPy's bootstrapping idea, without an optimiser).
 """
@@ -54,8 +57,14 @@ def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion"
     from programs.probe import ProgramProbe
     from programs.self_explain import SentimentProgram
 
-    probe = ProgramProbe(SentimentProgram("P"), lm, mode="logprob", cache=cache)
-    return make_demos(program_name, examples, source="occlusion", probe=probe)
+    labelled = make_demos("P", examples, source="label")
+    demos = []
+    for i, example in enumerate(examples):
+        teacher = SentimentProgram("P")
+        teacher.predict.demos = labelled[:i] + labelled[i + 1:]
+        probe = ProgramProbe(teacher, lm, mode="logprob", cache=cache)
+        demos += make_demos(program_name, [example], source="occlusion", probe=probe)
+    return demos
 
 
 def make_demos(program_name: str, examples: Sequence[Example], *, source: str = "label",

@@ -40,6 +40,7 @@ from programs.slot_decoder import (
     rewrite_expected,
     sampler,
 )
+from programs.types import ContextOverflow
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -56,37 +57,30 @@ _LOADED: dict[str, _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU reports Intel AMX (``amx_int8``); False where /proc/cpuinfo is unreadable."""
-    try:
-        return "amx_int8" in Path(cpuinfo).read_text()
-    except OSError:
-        return False
+def plain_weight_buffers() -> None:
+    """Load every later llama.cpp model with its weights in plain CPU buffers (no "extra buffer types").
 
-
-def avoid_amx_repack() -> None:
-    """Load every later llama.cpp model without extra buffer types when the CPU has AMX.
-
-    A native build of llama-cpp-python 0.3.x on an AMX CPU (Sapphire Rapids and newer) repacks
-    Q4_K/Q8_0 weights into an AMX buffer and segfaults in its first ``llama_decode``
-    (ggml-org/llama.cpp#20824; measured here on both embedded models). ``use_extra_bufts=False``
-    keeps the weights in plain CPU buffers. ``Llama`` does not expose that field, so the defaults
-    it starts from are wrapped; process-wide so a llama.cpp server started from Python gets it too.
-    Elsewhere nothing changes (the non-AMX repack stays on). Idempotent.
+    llama.cpp repacks some quantised weights (Q4_K, Q8_0) into layouts for GEMM kernels: on AMX CPUs
+    (Sapphire Rapids and newer) that AMX buffer segfaults in the first ``llama_decode``
+    (ggml-org/llama.cpp#20824, seen here on both embedded models); elsewhere the repacked GEMM and GEMV
+    kernels sum in different orders, so Gemma-3's label log-odds moved by up to 0.17 nats with how a
+    prompt was split into batches (plain buffers: 19 of 24 splits exact against 6 of 24), at no cost in
+    speed (measured by ``selfx bench``). ``Llama`` does not expose the field, so the defaults it starts
+    from are wrapped; process-wide, so a llama.cpp server started from Python gets it too. Idempotent.
     """
     import llama_cpp.llama_cpp as bindings
 
     defaults = bindings.llama_model_default_params
-    if not cpu_has_amx() or getattr(defaults, "without_extra_bufts", False):
+    if getattr(defaults, "plain_weight_buffers", False):
         return
 
-    def without_extra_bufts() -> Any:
+    def plain() -> Any:
         params = defaults()
         params.use_extra_bufts = False
         return params
 
-    without_extra_bufts.without_extra_bufts = True  # type: ignore[attr-defined]
-    bindings.llama_model_default_params = without_extra_bufts
+    plain.plain_weight_buffers = True  # type: ignore[attr-defined]
+    bindings.llama_model_default_params = plain
 
 
 @atexit.register
@@ -107,7 +101,7 @@ def _load(path: str, chat: bool, n_ctx: int) -> _Loaded:
                 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
             except ImportError as exc:  # pragma: no cover - install hint
                 raise ImportError("the embedded engine needs llama-cpp-python: pip install llama-cpp-python") from exc
-            avoid_amx_repack()
+            plain_weight_buffers()
             llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 2, n_batch=512,
                         logits_all=False, verbose=False, seed=0)
             formatter, stop = None, []
@@ -150,6 +144,14 @@ def render_plain(messages: Sequence[dict[str, str]]) -> str:
     return "".join(parts)
 
 
+@dataclass
+class EngineStats:
+    """What the engine has evaluated: tokens sent to ``llama_decode`` and evaluation passes."""
+
+    evaluated_tokens: int = 0
+    passes: int = 0
+
+
 class LlamaCppEngine:
     """A DSPy engine running a GGUF model in-process with llama.cpp.
 
@@ -179,6 +181,7 @@ class LlamaCppEngine:
         self._chat = chat
         self._rng = random.Random(seed)
         self._grammars: dict[str, Any] = {}
+        self.stats = EngineStats()
 
     # -- DSPy engine interface -------------------------------------------------------------------
     def complete(self, request: Any) -> Any:
@@ -190,8 +193,8 @@ class LlamaCppEngine:
         loaded = self._loaded()
         prompt = self.prompt_tokens(request_messages(request))
         if len(prompt) >= self.n_ctx:
-            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {self.n_ctx}-token context; "
-                             "shorten the review or demos, or raise n_ctx")
+            raise ContextOverflow(f"prompt of {len(prompt)} tokens does not fit the {self.n_ctx}-token context; "
+                                  "shorten the review or the demos")
         temperature = 0.0 if config.temperature is None else float(config.temperature)
         schema = schema_from_response_format(config.response_format)
         skeleton = compile_schema(schema) if schema else None
@@ -285,26 +288,45 @@ class LlamaCppEngine:
         """The constrained distribution over ``options`` at a slot after ``prefix``, exactly as the
         slot decoder reads it (same tokenisation, renormalised over the options)."""
         context = self.prompt_tokens(messages) + self.tokenize_text(prefix)
+        return dict(zip(options, self.read_slots([context], options, closing)[0].tolist()))
+
+    def read_slots(self, contexts: Sequence[Sequence[int]], options: Sequence[str],
+                   closing: str = '"') -> list[np.ndarray]:
+        """The constrained log-probabilities of ``options`` at the end of each context (token lists), in input order.
+
+        The contexts are evaluated in token order, a walk of their trie: each from its longest common prefix with
+        what the KV cache holds, so the perturbed texts of one review share everything before their first
+        difference and a prompt's instructions and demos are evaluated once. Every reading equals the one a
+        context gets alone (the same splits: at least two tokens per pass). Multi-sequence passes were
+        measured and not adopted (docs/throughput.md).
+        """
         tokenized = [self.tokenize_text(option + closing) for option in options]
+        out: list[np.ndarray] = [np.empty(0)] * len(contexts)
         with self._loaded().lock:
-            logprobs = option_logprobs(lambda tokens: self._eval_to(tokens, copy=False), context, tokenized,
-                                       [True] * len(options))
-        return dict(zip(options, logprobs.tolist()))
+            for i in sorted(range(len(contexts)), key=lambda i: contexts[i]):
+                out[i] = option_logprobs(lambda tokens: self._eval_to(tokens, copy=False), contexts[i], tokenized,
+                                         [True] * len(options))
+        return out
 
     def _eval_to(self, tokens: Sequence[int], *, copy: bool = True) -> np.ndarray:
         """Bring the context to exactly ``tokens`` (reusing the cached prefix); last-position logits.
 
+        At least two tokens are evaluated: llama.cpp computes a one-token batch with other kernels (its
+        GEMM path starts at two rows), so the same tokens would read differently after a one-token step.
         ``copy=False`` returns a view into llama.cpp's buffer, valid until the next evaluation (the
         slot decoder reads a few entries at once, so it skips copying the whole vocabulary).
         """
         llm = self._loaded().llm
         if len(tokens) >= self.n_ctx:
-            raise ValueError(f"{len(tokens)} tokens do not fit the {self.n_ctx}-token context")
-        limit = min(int(llm.n_tokens), len(tokens) - 1)  # re-evaluate at least one token to get logits
+            raise ContextOverflow(f"{len(tokens)} tokens do not fit the {self.n_ctx}-token context; shorten the "
+                                  "review or the demos")
+        limit = max(0, min(int(llm.n_tokens), len(tokens) - 2))
         differs = np.nonzero(np.asarray(tokens[:limit], dtype=np.intc) != llm.input_ids[:limit])[0]
         common = int(differs[0]) if differs.size else limit
         llm.n_tokens = common
         llm.eval(list(tokens[common:]))
+        self.stats.evaluated_tokens += len(tokens) - common
+        self.stats.passes += 1
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
         return np.array(logits, copy=True) if copy else logits
 

@@ -1,13 +1,23 @@
 """The probe: what perturbation-based explainers and metrics ask a model about a (perturbed) text.
 
-``probe.answers(texts) -> list[Answer]``, in order; duplicate texts are asked once, and every
-answer goes through the persistent cache keyed by backend, model, program fingerprint, mode and
-text. Modes:
+A program's probe is *that program*: its instructions, demos, adapter, decision rule and calibration bias,
+so a faithfulness number is about the decision that was explained (the study re-prompted the same
+configuration for every perturbed text, digest section 1.5). ``probe.answers(texts) -> list[Answer]``, in
+order; duplicate texts are asked once, and every answer goes through the persistent cache under a key
+holding everything that defines the decision function. Modes:
 
-- ``same-program``: the study's protocol, the text goes through the same P-E/E-P program;
-- ``predict-only``: the prediction-only program (same LM), cheaper and never needs an explanation;
-- ``logprob``: the prediction-only prompt scored in one forward pass at the label slot (embedded
-  models); API models answer through ``predict-only`` and their label logprobs.
+- ``logprob`` (default): the program's label slot read in one forward pass, embedded models only. Exact
+  for programs that answer the label first (P, P-E). For full E-P, whose label follows its explanation,
+  the label is read after a *neutral explanation* forced in (every word 0.0, or ``neutral``): a named
+  approximation (``approximation`` says which), one pass instead of a decoded explanation per text. E-P
+  top-k is decoded (its k words are cheap). API models run the program and read its label logprobs.
+- ``same-program``: the program decoded in full for every text (E-P exact; the study's protocol), its
+  stated confidence as the probability.
+- ``zero-shot``: the zero-shot prediction-only program's label slot, whatever was explained: the
+  decision function selfx used before, kept to compare against.
+
+On embedded models the missing texts of one call are read in one batch: contexts in token order, each
+evaluated from its longest common prefix with what the KV cache holds (``LlamaCppEngine.read_slots``).
 """
 
 from __future__ import annotations
@@ -27,11 +37,11 @@ from programs.lm import describe_lm, is_embedded
 from programs.probe_cache import ProbeCache, cache_key
 from programs.readout import to_answer
 from programs.self_explain import SentimentProgram
-from programs.signatures import SIGNATURES
 from programs.slot_decoder import DECODER_VERSION
 from programs.types import LABELS, Answer
 
-PROBE_MODES = ("same-program", "predict-only", "logprob")
+PROBE_MODES = ("logprob", "same-program", "zero-shot")
+NEUTRAL_EXPLANATION = "neutral-explanation"
 
 
 class Probe(Protocol):
@@ -60,17 +70,32 @@ class ProbeStats:
 
 
 def program_fingerprint(program: dspy.Module) -> str:
-    """Changes whenever what the model sees changes: class, settings, instructions and demos."""
+    """Changes whenever the decision changes: class, settings, instructions, demos, decision rule, calibration."""
     state = {"class": type(program).__name__, "name": getattr(program, "name", None),
              "value_mode": getattr(program, "value_mode", None), "k_fraction": getattr(program, "k_fraction", None),
              "state": program.dump_state()}
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def calibrated(answer: Answer, bias: float) -> Answer:
+    """An answer whose label reading is shifted by the program's calibration bias: the decided label and the
+    P(positive) of its decision rule (the raw readings stay in ``info``). A slot reading's confidence is the
+    probability of the decided label; a decoded answer keeps the confidence it stated."""
+    raw = answer.info.get("label_logprobs")
+    if not answer.ok or raw is None:
+        return answer
+    odds = raw["positive"] - raw["negative"] + bias
+    p = 1.0 / (1.0 + math.exp(-odds))
+    label = "positive" if odds > 0 else "negative"
+    confidence = answer.confidence if answer.confidence is not None else max(p, 1.0 - p)
+    return Answer(label=label, confidence=confidence, p_positive={**answer.p_positive, "logprob": p},
+                  raw=answer.raw, info={**answer.info, "bias": bias})
+
+
 class ProgramProbe:
     """Answers from a live LM through a selfx program (or its label slot), cached."""
 
-    def __init__(self, program: SentimentProgram, lm: Any, *, mode: str = "same-program",
+    def __init__(self, program: SentimentProgram, lm: Any, *, mode: str = "logprob",
                  cache: ProbeCache | None = None, adapter: dspy.Adapter | None = None) -> None:
         if mode not in PROBE_MODES:
             raise ValueError(f"unknown probe mode {mode!r}; choose one of {list(PROBE_MODES)}")
@@ -78,50 +103,86 @@ class ProgramProbe:
         self.mode = mode
         self.cache = cache
         self.adapter = adapter or default_adapter(lm)
-        self.program = program if mode == "same-program" else SentimentProgram("P", value_mode=program.value_mode)
+        self.program = program if mode != "zero-shot" else SentimentProgram("P", value_mode=program.value_mode)
+        first = next(iter(self.program.predict.signature.output_fields))
+        embedded = is_embedded(lm)
+        # how an answer is made: a label-slot reading ("slot"), after a forced neutral explanation, or decoded
+        if mode == "same-program" or not embedded or self.program.name == "EP-topk":
+            self.reading = "decoded"
+        elif first == "label":
+            self.reading = "slot"
+        else:
+            self.reading = NEUTRAL_EXPLANATION
         lm_id = describe_lm(lm)
         self._key_parts = (lm_id["backend"], lm_id["model"], program_fingerprint(self.program), mode,
-                           type(self.adapter).__name__)
-        if mode != "logprob" and is_embedded(lm):
-            # decoded answers depend on the embedded decoder's version; label-slot readings do not
+                           type(self.adapter).__name__, self.reading)
+        if embedded:
             self._key_parts += (f"decoder-{DECODER_VERSION}",)
         self.fingerprint = cache_key(*self._key_parts)[:16]
         self.stats = ProbeStats()
+        self._memo: dict[str, Answer] = {}
 
     @property
     def p_source(self) -> str:
-        """Label-slot readings carry log-probabilities; generated answers their stated confidence."""
-        return "logprob" if self.mode == "logprob" else "stated"
+        """Label-slot readings carry log-probabilities; decoded answers in ``same-program`` mode their stated
+        confidence (the study's protocol)."""
+        return "stated" if self.mode == "same-program" else "logprob"
+
+    @property
+    def approximation(self) -> str | None:
+        """The name of the approximation behind the answers, or None where they are the program's exact decision."""
+        return NEUTRAL_EXPLANATION if self.reading == NEUTRAL_EXPLANATION else None
+
+    def describe(self) -> dict[str, Any]:
+        """What a figure measured through this probe used, for reports and MLflow."""
+        return {"probe_mode": self.mode, "probe_program": self.program.name, "probe_reading": self.reading,
+                "probe_exact": self.approximation is None, "probe_fingerprint": self.fingerprint}
 
     def answers(self, texts: Sequence[str]) -> list[Answer]:
         unique = list(dict.fromkeys(texts))
-        keys = {text: cache_key(*self._key_parts, text) for text in unique}
-        cached = self.cache.get_many(keys.values()) if self.cache is not None else {}
+        unseen = [text for text in unique if text not in self._memo]
+        keys = {text: cache_key(*self._key_parts, text) for text in unseen}
+        cached = self.cache.get_many(keys.values()) if self.cache is not None and keys else {}
         found = {text: cached[key] for text, key in keys.items() if key in cached}
-        missing = [text for text in unique if text not in found]
-        fresh = {text: self._ask(text) for text in missing}
+        missing = [text for text in unseen if text not in found]
+        fresh = dict(zip(missing, self._ask(missing)))
         if self.cache is not None and fresh:
             self.cache.put_many({keys[text]: answer for text, answer in fresh.items()})
-        found.update(fresh)
+        self._memo.update(found)
+        self._memo.update(fresh)
         with self.stats.lock:
             self.stats.requested += len(texts)
             self.stats.unique += len(unique)
             self.stats.cache_hits += len(unique) - len(missing)
             self.stats.model_calls += len(missing)
             self.stats.failures += sum(not a.ok for a in fresh.values())
-        return [found[text] for text in texts]
+        return [self._memo[text] for text in texts]
 
-    def _ask(self, text: str) -> Answer:
-        if self.mode == "logprob" and is_embedded(self.lm):
-            return self._label_slot(text)
-        with dspy.context(lm=self.lm, adapter=self.adapter):
-            return to_answer(self.program(review=text))
+    def _ask(self, texts: Sequence[str]) -> list[Answer]:
+        if not texts:
+            return []
+        bias = self.program.label_bias
+        if self.reading == "decoded":
+            with dspy.context(lm=self.lm, adapter=self.adapter):
+                return [calibrated(to_answer(self.program(review=text)), bias) for text in texts]
+        engine = self.lm.engine
+        signature, demos = self.program.predict.signature, self.program.predict.demos
+        contexts = [engine.prompt_tokens(self.adapter.format(signature, demos, self.program._inputs(text)))
+                    + engine.tokenize_text(self.answer_prefix(text)) for text in texts]
+        readings = engine.read_slots(contexts, list(LABELS))
+        out = []
+        for reading in readings:
+            logprobs = dict(zip(LABELS, reading.tolist()))
+            answer = Answer(label=max(logprobs, key=logprobs.get), confidence=None,
+                            p_positive={"logprob": math.exp(logprobs["positive"])},
+                            info={"label_logprobs": logprobs})
+            out.append(calibrated(answer, bias))
+        return out
 
-    def _label_slot(self, text: str) -> Answer:
-        messages = self.adapter.format(SIGNATURES["P"], self.program.predict.demos, {"review": text})
-        # the same reading the slot decoder makes: label options renormalised at the label slot
-        logprobs = self.lm.engine.slot_logprobs(messages, '{"label": "', list(LABELS))
-        p = {label: math.exp(lp) for label, lp in logprobs.items()}
-        label = max(p, key=p.get)
-        return Answer(label=label, confidence=p[label], p_positive={"logprob": p["positive"]},
-                      info={"label_logprobs": logprobs})
+    def answer_prefix(self, text: str) -> str:
+        """The answer text up to the label slot, as the skeleton decoder writes it."""
+        if self.reading == "slot":
+            return '{"label": "'
+        neutral = self.program.neutral_value
+        explanation = [[token, neutral] for token in text.split()]
+        return json.dumps({"explanation": explanation}, ensure_ascii=False)[:-1] + ', "label": "'

@@ -18,16 +18,12 @@ from programs.lm import is_embedded
 from programs.readout import label_log_probs
 from programs.signatures import SIGNATURES
 from programs.slot_decoder import DecodeOptions
-from programs.types import tokenize, topk_size
+from programs.types import ContextOverflow, tokenize, topk_size
 
 PROGRAM_NAMES = tuple(SIGNATURES)
 ValueMode = Literal["sample", "expected"]
 DECISIONS = ("generated", "logprob", "contextual", "batch")
 CONTENT_FREE = ("N/A", "", "[MASK]")  # Zhao et al. (2021) contextual calibration inputs
-
-
-class ContextOverflow(ValueError):
-    """The prompt does not fit the model's context."""
 
 
 class SentimentProgram(dspy.Module):
@@ -82,7 +78,7 @@ class SentimentProgram(dspy.Module):
             raise ValueError("batch calibration needs the texts of the calibration batch")
         decision, self.decision = self.decision, "generated"
         try:
-            odds = [self._label_slot_odds(t) for t in inputs]
+            odds = self._label_odds(inputs)
         finally:
             self.decision = decision
         known = [o for o in odds if o is not None]
@@ -94,17 +90,18 @@ class SentimentProgram(dspy.Module):
                                                     self.decision == "contextual" else f"sha256:{digest}")}
         return self.calibration
 
-    def _label_slot_odds(self, review: str) -> float | None:
-        """Label log-odds of one input. When the label is the first thing decoded (P, P-E) on an
-        embedded model, one scoring pass at the label slot gives exactly what the decoder would read;
+    def _label_odds(self, reviews: Sequence[str]) -> list[float | None]:
+        """Label log-odds of each input. When the label is the first thing decoded (P, P-E) on an embedded
+        model, a reading at the label slot gives exactly what the decoder would read (all inputs in one batch);
         otherwise (E-P: the label follows the explanation) the program runs in full."""
-        lm = dspy.settings.lm
+        lm, adapter = dspy.settings.lm, dspy.settings.adapter
         first = next(iter(self.predict.signature.output_fields))
-        if is_embedded(lm) and first == "label" and isinstance(dspy.settings.adapter, LeanAdapter):
-            messages = dspy.settings.adapter.format(self.predict.signature, self.predict.demos, self._inputs(review))
-            scores = lm.engine.slot_logprobs(messages, '{"label": "', ["negative", "positive"])
-            return scores["positive"] - scores["negative"]
-        return label_log_odds(self(review=review))
+        if is_embedded(lm) and first == "label" and isinstance(adapter, LeanAdapter):
+            contexts = [lm.engine.prompt_tokens(adapter.format(self.predict.signature, self.predict.demos,
+                                                               self._inputs(review)))
+                        + lm.engine.tokenize_text('{"label": "') for review in reviews]
+            return [float(r[1] - r[0]) for r in lm.engine.read_slots(contexts, ["negative", "positive"])]
+        return [label_log_odds(self(review=review)) for review in reviews]
 
     def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().dump_state(*args, **kwargs)
@@ -120,6 +117,11 @@ class SentimentProgram(dspy.Module):
         self.value_mode = extra.get("value_mode", self.value_mode)
         self.calibration = extra.get("calibration")
         return self
+
+    @property
+    def neutral_value(self) -> Any:
+        """What an explanation says of a word it finds neither positive nor negative."""
+        return 0.0
 
     @property
     def order(self) -> str:
@@ -147,9 +149,7 @@ class SentimentProgram(dspy.Module):
             prediction = self.predict(**inputs, config=config)
         except AdapterParseError as exc:
             return failed_prediction(f"parse: {str(exc).splitlines()[0][:300]}", getattr(exc, "lm_response", None))
-        except ValueError as exc:
-            if "context" not in str(exc):
-                raise
+        except ContextOverflow as exc:
             return failed_prediction(f"context overflow: {exc}", None)
         prediction.failure = None
         if "k" in inputs:

@@ -9,6 +9,10 @@ from typing import Any
 LABELS: tuple[str, str] = ("negative", "positive")
 
 
+class ContextOverflow(ValueError):
+    """A prompt (with its answer so far) does not fit the model's context window."""
+
+
 def tokenize(text: str) -> tuple[str, ...]:
     """The study's tokens: whitespace tokens of the review (repeated words are distinct positions)."""
     return tuple(text.split())

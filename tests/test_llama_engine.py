@@ -128,17 +128,12 @@ def test_kv_reuse_on_gemma_stays_within_its_batch_split_drift(engine):
     assert abs(reused["positive"] - fresh["positive"]) < 0.05
 
 
-def test_amx_guard_follows_the_cpu(tmp_path):
-    from programs.llama_engine import avoid_amx_repack, cpu_has_amx
-
-    (tmp_path / "amx").write_text("flags\t: fpu avx512f amx_bf16 amx_tile amx_int8\n")
-    (tmp_path / "plain").write_text("flags\t: fpu avx2\n")
-    assert cpu_has_amx(str(tmp_path / "amx")) and not cpu_has_amx(str(tmp_path / "plain"))
-    assert not cpu_has_amx(str(tmp_path / "missing"))
+def test_weights_load_in_plain_buffers():
+    """No repacked weights: the AMX buffer segfaults, and the repacked kernels make results depend on batch splits."""
     import llama_cpp.llama_cpp as bindings
 
-    avoid_amx_repack()
-    avoid_amx_repack()  # idempotent: the defaults are wrapped once
-    params = bindings.llama_model_default_params()
-    # on an AMX CPU the weights must stay out of the AMX buffer that segfaults; elsewhere untouched
-    assert params.use_extra_bufts is (not cpu_has_amx())
+    from programs.llama_engine import plain_weight_buffers
+
+    plain_weight_buffers()
+    plain_weight_buffers()  # idempotent: the defaults are wrapped once
+    assert bindings.llama_model_default_params().use_extra_bufts is False

@@ -27,8 +27,8 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            # the server as `python -m llama_cpp.server`, with the engine's AMX guard (see avoid_amx_repack)
-            [sys.executable, "-c", "from programs.llama_engine import avoid_amx_repack; avoid_amx_repack(); "
+            # the server as `python -m llama_cpp.server`, with the engine's plain weight buffers
+            [sys.executable, "-c", "from programs.llama_engine import plain_weight_buffers; plain_weight_buffers(); "
              "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')",
              "--model", str(embedded_model("smollm2-135m").locate()),
              "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
@@ -84,7 +84,7 @@ def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
         f"name: api\nlm: smollm2\napi_base: {server}\n"
         "data: {source: sst2, train_n: 0, dev_n: 0, test_n: 2}\n"
         "variants:\n  - {program: P, decision: generated}\n"
-        "measure: {mode: corrected, probe: predict-only, faithfulness_n: 1, explainers: [random]}\n")
+        "measure: {mode: corrected, probe: same-program, faithfulness_n: 1, explainers: [random]}\n")
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     result = run_variants(load_config(tmp_path / "api.yaml"), uri=uri, progress=False)
     assert result["variants"]

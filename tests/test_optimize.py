@@ -68,9 +68,9 @@ def test_instruction_optimisers_run_on_the_embedded_model(optimizer, tmp_path, m
     (tmp_path / "opt.yaml").write_text(TINY.replace("STORE", str(tmp_path)))
     config = load_config(tmp_path / "opt.yaml")
     lm = make_lm("local:smollm2-135m", cache=True)
-    metric = OptimizerMetric("combined", 0.5, lm, config, ProbeCache(tmp_path / "probe.sqlite"))
     train = load_examples("sst2", split="train", n=4)
     program = SentimentProgram("PE-topk")
+    metric = OptimizerMetric("combined", 0.5, lm, config, ProbeCache(tmp_path / "probe.sqlite"), program=program)
     with dspy.context(lm=lm, adapter=LeanAdapter()):
         compiled = compile_with(optimizer, program, train, metric, lm, budget=4, seed=0)
         prediction = compiled(review=train[0].text)
@@ -97,7 +97,8 @@ def test_bootstrap_compiles_a_topk_program(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "opt.yaml").write_text(TINY.replace("STORE", str(tmp_path)))
     lm = make_lm("local:smollm2-135m", cache=False)
-    metric = OptimizerMetric("accuracy", 0.0, lm, load_config(tmp_path / "opt.yaml"), None)
+    metric = OptimizerMetric("accuracy", 0.0, lm, load_config(tmp_path / "opt.yaml"), None,
+                             program=SentimentProgram("EP-topk"))
     with dspy.context(lm=lm, adapter=LeanAdapter()):
         compiled = compile_with("bootstrap", SentimentProgram("EP-topk"), load_examples("sst2", split="train", n=6),
                                 metric, lm, budget=4, seed=0)

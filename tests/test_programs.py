@@ -108,10 +108,10 @@ def test_cache_answers_without_calling_the_model(tmp_path):
 
     lm = scripted_lm(reply)
     cache = ProbeCache(tmp_path / "probe.sqlite")
-    probe = ProgramProbe(SentimentProgram("P"), lm, mode="predict-only", cache=cache)
+    probe = ProgramProbe(SentimentProgram("P"), lm, mode="same-program", cache=cache)
     first = probe.answers(["a b", "a", "a b", ""])
     assert len(lm.engine.requests) == 3  # the duplicate "a b" was asked once
-    again = ProgramProbe(SentimentProgram("P"), lm, mode="predict-only", cache=ProbeCache(tmp_path / "probe.sqlite"))
+    again = ProgramProbe(SentimentProgram("P"), lm, mode="same-program", cache=ProbeCache(tmp_path / "probe.sqlite"))
     assert again.answers(["a b", "a", ""]) == [first[0], first[1], first[3]]
     assert len(lm.engine.requests) == 3 and again.stats.cache_hits == 3 and again.stats.model_calls == 0
 

@@ -85,23 +85,6 @@ def test_full_explanation_has_one_value_per_position_repeated_words_included(loc
     assert len(set(attribution.values)) > 1  # expected-value reading is graded
 
 
-def test_probe_modes_and_cache_on_the_real_model(local_lm, tmp_path):
-    cache = ProbeCache(tmp_path / "probe.sqlite")
-    texts = [REVIEW, "good acting , good story .", REVIEW]
-    logprob = ProgramProbe(SentimentProgram("PE"), local_lm, mode="logprob", cache=cache)
-    answers = logprob.answers(texts)
-    assert logprob.stats.model_calls == 2 and answers[0] == answers[2]
-    assert 0 < answers[0].p_positive["logprob"] < 1
-    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
-        direct = to_answer(SentimentProgram("P")(review=REVIEW))
-    assert direct.p_positive["logprob"] == pytest.approx(answers[0].p_positive["logprob"], abs=1e-4)
-    calls_before = len(local_lm.history)
-    again = ProgramProbe(SentimentProgram("PE"), local_lm, mode="logprob", cache=cache).answers(texts)
-    assert again == answers and len(local_lm.history) == calls_before
-    same = ProgramProbe(SentimentProgram("PE"), local_lm, mode="same-program", cache=cache).answers([REVIEW])
-    assert same[0].ok and "stated" in same[0].p_positive
-
-
 def test_the_decided_label_is_forced_and_the_explanation_follows_it(local_lm):
     program = SentimentProgram("PE", decision="batch")
     program.calibration = {"rule": "batch", "bias": -50.0, "n": 1, "batch": "test"}  # force "negative"

@@ -26,16 +26,19 @@ class OptimizerMetric:
     """The per-example score a DSPy optimiser maximises, chosen by ``search.optimizer_metric``.
 
     ``accuracy``: 1 for the gold label; ``comprehensiveness``: the ERASER-bin comprehensiveness of
-    the example's explanation through the cached probe (0 when there is none: a prediction-only
+    the example's explanation through the cached probe of the program the optimiser started from (0 when there is none: a prediction-only
     program or a failed answer); ``combined``: (1 - w) * correct + w * comprehensiveness. Called
     with GEPA's extra arguments it returns a score with textual feedback that says how the model's
     own prediction moved when the words the explanation ranked highest were deleted.
     """
 
-    def __init__(self, kind: str, weight: float, lm: Any, config: ExperimentConfig, cache: ProbeCache | None) -> None:
+    def __init__(self, kind: str, weight: float, lm: Any, config: ExperimentConfig, cache: ProbeCache | None, *,
+                 program: SentimentProgram, adapter: str = "lean") -> None:
         self.kind, self.weight, self.config = kind, weight, config
         self.mode = metric_mode(config.measure.mode)
-        self.probe = measurement_probe(config, lm, cache) if kind != "accuracy" else None
+        # an optimiser changes the program while it calls the metric: faithfulness is read through the decision
+        # of the program it started from (the compiled program's own probe measures the trial afterwards)
+        self.probe = measurement_probe(program, adapter, config, lm, cache) if kind != "accuracy" else None
 
     def __call__(self, gold: dspy.Example, prediction: dspy.Prediction, trace: Any = None,
                  pred_name: str | None = None, pred_trace: Any = None) -> Any:
@@ -81,7 +84,7 @@ def dev_objectives(program: SentimentProgram, variant: Variant, lm: Any, dev: Se
     }
     if program.granularity is None:
         return {**out, **dict.fromkeys(BINS)}
-    probe = measurement_probe(config, lm, cache)
+    probe = measurement_probe(program, variant.adapter, config, lm, cache)
     n = config.measure.faithfulness_n
     calls = probe.stats.model_calls
     # the same seed per sentence as the held-out measurement, so a top-k ranking is padded alike

@@ -59,8 +59,6 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
                            "optimizer_budget": config.search.optimizer_budget,
                            "space": json.dumps(config.search.space), "storage": storage, "sampler": "NSGA-II"})
 
-        metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm, config, cache)
-
         def objective(trial: optuna.Trial) -> tuple[float, ...]:
             choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
             variant = Variant(**choice)
@@ -68,6 +66,8 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
                 print(f"trial {trial.number}: {variant.name}", flush=True)
             program = build_program(variant, lm, dev, cache, config.seed)
             if variant.optimizer != "none":
+                metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm,
+                                         config, cache, program=program, adapter=variant.adapter)
                 with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
                     program = compile_with(variant.optimizer, program, train, metric, lm,
                                            config.search.optimizer_budget, config.seed)

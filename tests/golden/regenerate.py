@@ -20,8 +20,14 @@ def write(name: str, figures: dict) -> None:
 
 
 def main(names: list[str]) -> int:
+    import os
     import tempfile
 
+    from programs.data import shared_data_dir
+
+    # the run changes directory: resolve the shared data once, as the tests do
+    os.environ.setdefault("SELFX_SHARED_DATA", str(shared_data_dir().resolve()))
+    os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="selfx-dspy-cache-"))
     names = names or ["replay", "study", "run"]
     for name in names:
         if name == "replay":

@@ -1,0 +1,93 @@
+"""The probe is the explained program: its own label slot, its demos and calibration, on the real model."""
+
+import dspy
+import pytest
+
+from programs.demos import make_demos, pick_examples
+from programs.lean_adapter import LeanAdapter
+from programs.probe import NEUTRAL_EXPLANATION, ProgramProbe
+from programs.probe_cache import ProbeCache
+from programs.self_explain import SentimentProgram, label_log_odds
+from tests.conftest import require_shared
+
+pytestmark = pytest.mark.model
+
+REVIEWS = ["good acting , good story , dull ending .", "a gorgeous , witty , seductive movie .",
+           "the plot is nothing but boilerplate clichés .", "an utterly incompetent conclusion ."]
+
+
+def _with_demos(name, lm, decision="batch"):
+    """A program with 4 gold-labelled demos (label-only programs) or hand-made explanations, calibrated."""
+    require_shared("sst2", "train.jsonl")
+    program = SentimentProgram(name, value_mode="expected", decision=decision)
+    examples = pick_examples(4, seed=3)
+    demos = make_demos("P", examples, source="label")
+    if name != "P":
+        for demo, example in zip(demos, examples, strict=True):
+            tokens = example.text.split()
+            if name.endswith("topk"):
+                demo["k"], demo["top_words"] = 1, tokens[:1]
+            else:
+                demo["explanation"] = [[t, 0.5 if i % 2 else -0.5] for i, t in enumerate(tokens)]
+    program.predict.demos = [d.with_inputs("review", *(["k"] if name.endswith("topk") else [])) for d in demos]
+    if decision == "batch":
+        with dspy.context(lm=lm, adapter=LeanAdapter()):
+            program.calibrate(REVIEWS)
+    return program
+
+
+def _odds(answer):
+    return answer.info["label_logprobs"]["positive"] - answer.info["label_logprobs"]["negative"]
+
+
+@pytest.mark.parametrize("name", ["P", "PE", "PE-topk"])
+def test_a_probe_reproduces_its_programs_own_label_reading(smol_lm, name):
+    """Demos, adapter and calibration included: the probe's reading is the program's own (1e-4), and its
+    answer follows the program's decision rule."""
+    program = _with_demos(name, smol_lm)
+    with dspy.context(lm=smol_lm, adapter=LeanAdapter()):
+        predictions = [program(review=r) for r in REVIEWS]
+    probe = ProgramProbe(program, smol_lm)
+    answers = probe.answers(REVIEWS)
+    assert probe.reading == "slot" and probe.approximation is None
+    for prediction, answer in zip(predictions, answers, strict=True):
+        assert _odds(answer) == pytest.approx(label_log_odds(prediction), abs=1e-4)
+        assert answer.label == prediction.label  # the calibrated decision, as the program decided
+        assert answer.info["bias"] == pytest.approx(program.calibration["bias"])
+
+
+def test_e_p_reads_its_label_after_a_neutral_explanation_or_decodes_it(smol_lm):
+    program = _with_demos("EP", smol_lm, decision="generated")
+    approximate = ProgramProbe(program, smol_lm)
+    assert approximate.reading == NEUTRAL_EXPLANATION and approximate.approximation == NEUTRAL_EXPLANATION
+    assert approximate.answer_prefix("a b").endswith('[["a", 0.0], ["b", 0.0]], "label": "')
+    exact = ProgramProbe(program, smol_lm, mode="same-program")
+    assert exact.approximation is None and exact.describe()["probe_exact"]
+    with dspy.context(lm=smol_lm, adapter=LeanAdapter()):
+        own = label_log_odds(program(review=REVIEWS[0]))
+    assert _odds(exact.answers(REVIEWS[:1])[0]) == pytest.approx(own, abs=1e-4)
+    assert approximate.answers(REVIEWS[:1])[0].ok
+
+
+def test_a_program_with_demos_and_the_zero_shot_program_are_different_decision_functions(smol_lm, tmp_path):
+    cache = ProbeCache(tmp_path / "probe.sqlite")
+    program = _with_demos("PE", smol_lm)
+    own = ProgramProbe(program, smol_lm, cache=cache)
+    zero_shot = ProgramProbe(program, smol_lm, mode="zero-shot", cache=cache)
+    assert own.fingerprint != zero_shot.fingerprint
+    a, b = own.answers(REVIEWS), zero_shot.answers(REVIEWS)
+    assert max(abs(_odds(x) - _odds(y)) for x, y in zip(a, b, strict=True)) > 0.1
+    assert zero_shot.stats.model_calls == len(REVIEWS)  # nothing of the other's cache served it
+    again = ProgramProbe(program, smol_lm, cache=cache)
+    assert again.answers(REVIEWS) == a and again.stats.model_calls == 0
+
+
+def test_batched_readings_equal_one_text_at_a_time(smol_lm, engine):
+    """The trie walk reads every text as it reads alone (SmolLM2: 1e-4; Gemma-3: the same splits, so exact too)."""
+    for lm in (smol_lm, dspy.LM("local/x", engine=engine)):
+        program = SentimentProgram("PE")
+        texts = [" ".join(REVIEWS[0].split()[:k] + REVIEWS[0].split()[k + 1:]) for k in range(8)] + REVIEWS[1:]
+        batched = ProgramProbe(program, lm).answers(texts)
+        alone = [ProgramProbe(program, lm).answers([t])[0] for t in texts]
+        for x, y in zip(batched, alone, strict=True):
+            assert _odds(x) == pytest.approx(_odds(y), abs=1e-4)
