@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from experiments import progress
 from programs.data import load_examples
 from programs.lean_adapter import default_adapter
 from programs.lm import describe_lm, history_tokens, make_lm
 from programs.signatures import Sentiment
 
 
-def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, data: str = "sst2",
-             progress: bool = True) -> dict[str, Any]:
+def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, data: str = "sst2") -> dict[str, Any]:
     """Classify the first ``n`` examples through ``dspy.Predict(Sentiment)`` and summarise.
 
     ``accuracy`` is over parsed answers; failures are counted in ``parse_failures``, never scored.
@@ -28,7 +27,7 @@ def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, d
     failures: list[dict[str, str]] = []
     start = time.perf_counter()
     with dspy.context(lm=lm, adapter=default_adapter(lm)):
-        for i, example in enumerate(examples, 1):
+        for example in progress.track(examples, "check-lm"):
             history_before = len(lm.history)
             try:
                 prediction = program(review=example.text)
@@ -40,10 +39,6 @@ def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, d
                 positives += prediction.label == "positive"
                 correct += int(prediction.label == "positive") == example.label
             tokens += history_tokens(lm.history[history_before:])
-            if progress and sys.stderr.isatty():
-                print(f"\rcheck-lm {i}/{len(examples)}", end="", file=sys.stderr, flush=True)
-    if progress and sys.stderr.isatty():
-        print(file=sys.stderr)
     seconds = time.perf_counter() - start
     return {
         **describe_lm(lm),

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from experiments import screens
-from experiments.config import Decision, MeasureConfig, Mode, ProbeMode, ValueMode, choices
+from experiments.config import (
+    DEFAULT_CONCURRENCY,
+    Decision,
+    Format,
+    MeasureConfig,
+    Mode,
+    ProbeMode,
+    ValueMode,
+    choices,
+)
 
 EXAMPLES = """examples:
   selfx check-lm --n 5                       # embedded model, 5 SST-2 sentences
@@ -39,11 +48,15 @@ def _command(commands: Any, name: str, help: str, examples: str, func: Any) -> a
     return parser
 
 
-def _lm_args(parser: argparse.ArgumentParser) -> None:
+def _lm_args(parser: argparse.ArgumentParser, *, concurrency: bool = True) -> None:
     parser.add_argument("--lm", default="local", metavar="SPEC",
                         help="local (default), local:<name>, local:/path/model.gguf, openai/<model>")
     parser.add_argument("--api-base", default=None, metavar="URL",
                         help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    if concurrency:
+        parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
+                            help=f"requests in flight to an API backend (default {DEFAULT_CONCURRENCY}; answers do not "
+                                 "depend on it)")
 
 
 def _data_args(parser: argparse.ArgumentParser, default: str, n: int) -> None:
@@ -65,6 +78,12 @@ def _output_args(parser: argparse.ArgumentParser, *, tables: bool = False, mlflo
         parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
 
+def _format_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="numeric", choices=choices(Format),
+                        help="how full explanations speak: numeric (the study's [-1, 1] per token, the default) or "
+                             "polarity (negative / neutral / positive per token)")
+
+
 def _value_mode_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--value-mode", default=None, choices=choices(ValueMode),
                         help="how importances are read: expected needs an embedded model (default: expected on "
@@ -78,11 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"selfx {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (they also stay off when stderr is "
+                                                             "not a terminal)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     check = _command(commands, "check-lm", "typed round trip (label, confidence) on the first N SST-2 sentences",
                      EXAMPLES.split("\n", 1)[1], _cmd_check_lm)
-    _lm_args(check)
+    _lm_args(check, concurrency=False)
     _data_args(check, "sst2", 10)
     _output_args(check, mlflow=False)
 
@@ -92,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _lm_args(evaluate)
     _data_args(evaluate, "sst2", 20)
     evaluate.add_argument("--program", default="all", help="P, PE, EP, PE-topk, EP-topk, a comma list, or all")
+    _format_arg(evaluate)
     _value_mode_arg(evaluate)
     evaluate.add_argument("--demos", type=int, default=None,
                           help="few-shot demos: gold labels for P, teacher (own-occlusion) demos for P-E/E-P "
@@ -131,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(study, "huang2023", 100)
     study.add_argument("--mode", default=MEASURE.mode, choices=choices(Mode))
     study.add_argument("--probe", default=MEASURE.probe, choices=choices(ProbeMode),
-                       help=f"how perturbed texts are scored (default {MEASURE.probe})")
+                       help=f"how perturbed texts are scored (default {MEASURE.probe}: the explained program's own "
+                            "label slot)")
+    _format_arg(study)
     _value_mode_arg(study)
     study.add_argument("--lime-samples", type=int, default=MEASURE.lime_samples_per_token,
                        help=f"LIME samples per token (default {MEASURE.lime_samples_per_token})")
@@ -160,6 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default="exported", metavar="DIR")
     export.add_argument("--tracking-uri", default=None, metavar="URI")
 
+    report = _command(commands, "report", "one self-contained HTML page for a run, an experiment or an optimisation "
+                      "study: variants with CIs, token heat-maps, trade-off, calibration, agreement, prompts",
+                      "  selfx report --experiment selfx-quick-optimize --out quick.html\n  selfx report 0123abcd...",
+                      _cmd_report)
+    report.add_argument("run_id", nargs="?", default=None, metavar="RUN_ID", help="a run (a parent run shows its variants)")
+    report.add_argument("--experiment", default=None, metavar="NAME", help="report the experiment's newest run")
+    report.add_argument("--out", default=None, metavar="FILE", help="where the HTML goes (default results/report-*.html)")
+    report.add_argument("--tracking-uri", default=None, metavar="URI")
+    report.add_argument("--no-log", action="store_true", help="do not log the page to the run")
+
+    bench = _command(commands, "bench", "where the probe's time goes: raw llama.cpp, the probe one text at a time "
+                     "and as it runs, the study cold and cached, an API server at concurrency 1 and 4",
+                     "  selfx bench --scale quick --json bench.json\n  selfx bench --lm local:smollm2-135m --no-api",
+                     _cmd_bench)
+    bench.add_argument("--lm", default="local", metavar="SPEC", help="an embedded model (default: the default one)")
+    bench.add_argument("--scale", default="quick", choices=["quick", "paper"],
+                       help="the study part: quick (10 sentences, default) or paper (the study's 100)")
+    bench.add_argument("--no-api", action="store_true", help="skip the API row (it starts a local llama.cpp server)")
+    _output_args(bench, tables=True)
+
     ui = _command(commands, "ui", "start the MLflow UI on the project's tracking store and print its URL",
                   "  selfx ui --port 5000", _cmd_ui)
     ui.add_argument("--port", type=int, default=5000)
@@ -187,7 +231,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       decision=args.decision or (DEFAULT_SETUP.decision if embedded else "generated"),
                       demos=args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0),
                       demo_source=args.demo_source, with_occlusion=args.with_occlusion,
-                      faithfulness=args.faithfulness, probe_mode=args.probe)
+                      faithfulness=args.faithfulness, probe_mode=args.probe, format=args.format,
+                      concurrency=args.concurrency)
     screens.evaluate(report)
     screens.write_json(args.json, report)
     return 0
@@ -232,9 +277,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
     value_mode = args.value_mode or ("expected" if supports_expected_values(args.lm, args.api_base) else "sample")
     report = live_study(lm_spec=args.lm, api_base=args.api_base, data=args.data, n=args.n, mode_name=args.mode,
                         probe_mode=args.probe, value_mode=value_mode, lime_samples_per_token=args.lime_samples,
-                        cache_path=args.cache)
+                        cache_path=args.cache, format=args.format, concurrency=args.concurrency)
     print(markdown_tables(report))
-    print(f"wall time {report['wall_seconds']:.1f} s; probe: {report['probe_stats']}")
+    screens.study(report)
     files = write_outputs(report, Path(args.out))
     screens.write_json(args.json, report)
     probe_stats = {f"probe/{order}/{k}": v for order, stats in report["probe_stats"].items() for k, v in stats.items()}
@@ -249,19 +294,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.config import load_config
     from experiments.run import run_variants
 
-    result = run_variants(load_config(args.config), uri=args.tracking_uri, resume=not args.fresh)
+    config = load_config(args.config)
+    result = run_variants(config, uri=args.tracking_uri, resume=not args.fresh)
     screens.run(result)
+    result["report"] = str(_report(result["parent_run_id"], args.tracking_uri or config.tracking_uri))
+    screens.where(result, args.tracking_uri)
     screens.write_json(args.json, result)
     return 0
+
+
+def _report(run_id: str, uri: str | None) -> Path:
+    from experiments.report import build_report
+
+    return build_report(run_id, uri=uri)
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
     from experiments.config import load_config
     from experiments.optimize import optimize
 
-    result = optimize(load_config(args.config), uri=args.tracking_uri)
+    config = load_config(args.config)
+    result = optimize(config, uri=args.tracking_uri)
     screens.optimize(result)
+    result["report"] = str(_report(result["parent_run_id"], args.tracking_uri or config.tracking_uri))
+    screens.where(result, args.tracking_uri)
     screens.write_json(args.json, result)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from experiments.report import build_report
+
+    path = build_report(args.run_id, experiment=args.experiment, out=Path(args.out) if args.out else None,
+                        uri=args.tracking_uri, log=not args.no_log)
+    print(f"wrote {path}" + ("" if args.no_log else " (also logged to the run as an artifact)"))
     return 0
 
 
@@ -275,6 +341,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     result = export_run(run, Path(args.out), lm)
     print(f"exported {result['variant']} (run {result['run_id']}) to {args.out}: {', '.join(result['files'])}")
     print(f"registered as {result['prompt']}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from experiments.bench import bench, table
+
+    result = bench(args.lm, args.scale, api=not args.no_api)
+    print(table(result))
+    screens.write_json(args.json, result)
+    if not args.no_mlflow:
+        from experiments.tracking import log_run
+
+        run_id = log_run("selfx-bench", f"bench {result['model']} {args.scale}",
+                         params={"model": result["model"], "scale": args.scale},
+                         metrics={k: v for k, v in result.items() if isinstance(v, (int, float))}, uri=args.tracking_uri)
+        print(f"logged to MLflow run {run_id}", file=sys.stderr)
     return 0
 
 
@@ -296,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from experiments import progress
+
+    progress.QUIET = args.quiet
     from experiments.config import ConfigError
     from experiments.tracking import RunNotFound
     from programs.data import DataError

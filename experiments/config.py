@@ -19,13 +19,16 @@ from programs.explainers import EXPLAINERS
 from programs.lm import supports_expected_values
 from programs.probe import PROBE_MODES
 from programs.self_explain import DECISIONS, PROGRAM_NAMES
+from programs.signatures import FORMATS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONCURRENCY = 4  # a local llama.cpp server with a few --parallel slots; raise it for hosted APIs
 
 # Choices come from the registries: a new program, decision rule, probe, explainer or metric appears here by itself.
 Program = Literal[PROGRAM_NAMES]  # type: ignore[valid-type]
 Decision = Literal[DECISIONS]  # type: ignore[valid-type]
 ValueMode = Literal["sample", "expected"]
+Format = Literal[FORMATS]  # type: ignore[valid-type]
 Adapter = Literal["lean", "json", "chat"]
 DemoSource = Literal["occlusion", "self"]
 Optimizer = Literal["none", "bootstrap", "random-search", "mipro", "gepa"]
@@ -35,6 +38,7 @@ Objective = Literal["accuracy", "comprehensiveness_bins", "sufficiency_bins"]
 Mode = Literal[tuple(MODES)]  # type: ignore[valid-type]
 ProbeMode = Literal[PROBE_MODES]  # type: ignore[valid-type]
 ExplainerName = Literal[tuple(EXPLAINERS)]  # type: ignore[valid-type]
+Protocol = Literal["all", "bins"]
 
 
 class ConfigError(ValueError):
@@ -59,6 +63,7 @@ class Variant(_Strict):
     """One program variant: what ``selfx run`` evaluates and one point of ``selfx optimize``'s space."""
 
     program: Program = "P"
+    format: Format = "numeric"  # how a full explanation speaks: numbers in [-1, 1] or polarity words
     demos: NonNegativeInt = 0
     demo_source: DemoSource = "occlusion"
     decision: Decision = "generated"
@@ -68,7 +73,8 @@ class Variant(_Strict):
 
     @property
     def name(self) -> str:
-        parts = [self.program, f"{self.demos}demos"]
+        parts = [self.program] + (["polarity"] if self.format == "polarity" and self.program in ("PE", "EP") else [])
+        parts.append(f"{self.demos}demos")
         if self.demos and self.program != "P":
             parts.append(self.demo_source)
         parts += [self.decision, self.value_mode, self.adapter]
@@ -85,6 +91,9 @@ class MeasureConfig(_Strict):
     mode: Mode = "corrected"
     probe: ProbeMode = "logprob"
     faithfulness_n: NonNegativeInt = 20
+    # all: the study's five metrics (about 3n probe texts per sentence and explainer); bins: ERASER-bin
+    # comprehensiveness and sufficiency only (about 10), what large held-out slices can afford
+    protocol: Protocol = "all"
     explainers: tuple[ExplainerName, ...] = Field(default=("occlusion", "random"), min_length=1)
     lime_samples_per_token: PositiveInt = 10
 
@@ -131,6 +140,8 @@ class ExperimentConfig(_Strict):
     name: str
     lm: str = "local"
     api_base: str | None = None
+    # requests in flight to an API backend (an embedded model answers one at a time whatever this says)
+    concurrency: PositiveInt = DEFAULT_CONCURRENCY
     seed: NonNegativeInt = 0
     data: DataConfig = DataConfig()
     variants: tuple[Variant, ...] = Field(default=(Variant(),), min_length=1)

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from statistics import median
 from typing import Any
 
 import dspy
 
+from experiments import progress
 from experiments.measure import (
     Explanation,
     explain,
@@ -71,7 +71,8 @@ def summarise(examples: Sequence[Example], ran: Predictions) -> dict[str, Any]:
 def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec: str = "local",
              api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
              demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion",
-             with_occlusion: bool = False, faithfulness: bool = False, probe_mode: str = "logprob") -> dict[str, Any]:
+             with_occlusion: bool = False, faithfulness: bool = False, probe_mode: str = "logprob",
+             format: str = "numeric", concurrency: int = 4) -> dict[str, Any]:
     """Run each program on the first ``n`` examples and summarise; ``faithfulness`` / ``with_occlusion`` measure
     its explanations through its own probe (``probe_mode``)."""
     if decision not in (*DECISIONS, "all"):
@@ -83,19 +84,21 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
     cache = ProbeCache()
     report: dict[str, Any] = {}
     for name in resolve_programs(programs):
-        program = SentimentProgram(name, value_mode=value_mode, decision="generated" if decision == "all" else decision)
+        program = SentimentProgram(name, value_mode=value_mode, decision="generated" if decision == "all" else decision,
+                                   format=format)
         if demos:
             with dspy.context(lm=lm, adapter=adapter):
                 program.predict.demos = build_demos(name, demos, lm=lm, source=demo_source, seed=demo_seed,
-                                                    cache=cache)
+                                                    cache=cache, format=format)
         if program.decision in ("contextual", "batch"):
             with dspy.context(lm=lm, adapter=adapter):
                 program.calibrate([e.text for e in examples], batch_name=f"{data}:validation[:{len(examples)}]")
-        ran = predict(program, examples, lm, progress=sys.stderr.isatty())
+        ran = predict(program, examples, lm, progress=progress.enabled(), threads=concurrency)
         summary = summarise(examples, ran)
-        probe = ProgramProbe(program, lm, mode=probe_mode, cache=cache, adapter=adapter)
+        probe = ProgramProbe(program, lm, mode=probe_mode, cache=cache, adapter=adapter, concurrency=concurrency,
+                             progress=progress.bar)
         if faithfulness and program.granularity is not None:
-            measured, _ = program_faithfulness(examples, ran.attributions, probe, mode=CORRECTED)
+            measured, _, _ = program_faithfulness(examples, ran.attributions, probe, mode=CORRECTED)
             summary.update({**measured, **probe.describe()})
         elif with_occlusion and program.granularity == "full":
             tokens = [list(e.tokens) for e in examples]
@@ -103,7 +106,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
                      **explain(("occlusion",), tokens, probe, mode=CORRECTED)}
             summary.update(occlusion_agreement(tokens, kinds, probe.answers([e.text for e in examples]),
                                                mode=CORRECTED))
-        row = {**describe_lm(lm), "decision": decision, "value_mode": value_mode, "demos": demos,
+        row = {**describe_lm(lm), "decision": decision, "value_mode": value_mode, "format": format, "demos": demos,
                "demo_source": (demo_source if name != "P" else "label") if demos else None, **summary}
         if program.calibration:
             row["calibration"] = program.calibration

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import tracking
-from experiments.variants import adapter_for, load_program, rendered_prompt, variant_of
+from experiments.variants import adapter_for, load_program, prompt_template, rendered_prompt, variant_of
 
 
 def export_run(run: Any, out: Path, lm: Any) -> dict[str, Any]:
@@ -33,10 +33,9 @@ def export_run(run: Any, out: Path, lm: Any) -> dict[str, Any]:
         f"({params.get('lm')}), demos included; `{{review}}` marks the input.\n\n```text\n{prompt_text}\n```\n",
         encoding="utf-8")
     metrics = {k: v for k, v in run.data.metrics.items() if not k.endswith(("_n", "_excluded"))}
-    template = [{"role": m["role"], "content": m["content"].replace("{review}", "{{review}}").replace("{k}", "{{k}}")}
-                for m in messages]
     name = f"selfx-{params['program']}".replace("_", "-")
-    prompt_uri = tracking.register_prompt(name, template, message=f"exported from run {run.info.run_id}",
+    prompt_uri = tracking.register_prompt(name, prompt_template(program, variant.adapter),
+                                          message=f"exported from run {run.info.run_id}",
                                           tags={"source_run": run.info.run_id, "variant": variant.name})
     readme = [f"# {variant.name}", "", f"Exported from MLflow run `{run.info.run_id}`; registered as prompt "
               f"`{prompt_uri}`.", "", "| metric | value |", "|---|---|"]

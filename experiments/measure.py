@@ -29,7 +29,7 @@ from metrics.faithfulness import (
 )
 from metrics.modes import MetricMode
 from metrics.quality import nondegenerate
-from metrics.stats import mean_ci
+from metrics.stats import mean_ci, paired_difference
 from programs.explainers import explainer
 from programs.perturb import perturb
 from programs.probe import Probe
@@ -208,13 +208,14 @@ PROGRAM_METRICS = ("comprehensiveness_bins", "sufficiency_bins", "comprehensiven
 
 def program_faithfulness(examples: Sequence[Example], attributions: Sequence[Attribution | None], probe: Probe, *,
                          mode: MetricMode, explainers: Sequence[str] = ("occlusion", "random"), seed: int = 0,
-                         lime_samples_per_token: int = 10) -> tuple[dict[str, Any], list[dict[str, float | None]]]:
+                         lime_samples_per_token: int = 10, protocol: str = "all"
+                         ) -> tuple[dict[str, Any], list[dict[str, float | None]], dict[str, list[Explanation | None]]]:
     """How faithful a program's explanations are, with baselines beside them, as flat metric keys.
 
     Self-explanations (``comprehensiveness_bins`` ...) and each explainer (``occlusion_...``, ``random_...``)
     through ``probe``; Spearman with the model's own occlusion and top-k feature agreement with it;
-    the explanations' non-degenerate share and range violations; probe cost. Returns the aggregates
-    and the self-explanations' per-sentence metrics (example order).
+    the explanations' non-degenerate share and range violations; probe cost. Returns the aggregates,
+    the self-explanations' per-sentence metrics (example order) and every kind's explanations.
     """
     started = time.perf_counter()
     calls, hits = probe.stats.model_calls, probe.stats.cache_hits
@@ -222,10 +223,12 @@ def program_faithfulness(examples: Sequence[Example], attributions: Sequence[Att
     originals = probe.answers([e.text for e in examples])
     kinds = {"self": [Explanation.of(a) for a in attributions],
              **explain(explainers, tokens, probe, mode=mode, seed=seed, lime_samples_per_token=lime_samples_per_token)}
-    measured = measure(tokens, kinds, probe, mode=mode, metrics=PROGRAM_METRICS, originals=originals, seed=seed)
+    measured = measure(tokens, kinds, probe, mode=mode, protocol=protocol, metrics=PROGRAM_METRICS,
+                       originals=originals, seed=seed)
     out: dict[str, Any] = {}
     for kind, summary in measured.summary.items():
         out.update({(k if kind == "self" else f"{kind}_{k}"): v for k, v in summary.items()})
+    out.update(paired_against_baselines(measured.rows, seed=seed))
     out.update(explanation_quality(kinds["self"]))
     full = [a for a in attributions if a is not None and a.ranking is None]
     if full:
@@ -235,7 +238,23 @@ def program_faithfulness(examples: Sequence[Example], attributions: Sequence[Att
     out["faithfulness_probe_calls"] = probe.stats.model_calls - calls
     out["faithfulness_cache_hits"] = probe.stats.cache_hits - hits
     out["faithfulness_seconds"] = time.perf_counter() - started
-    return out, measured.rows["self"]
+    return out, measured.rows["self"], kinds
+
+
+def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | None]]], *, seed: int = 0,
+                             metric: str = "comprehensiveness_bins") -> dict[str, Any]:
+    """Self minus each baseline (random, occlusion) on the same sentences: the paired mean difference of
+    ``metric`` with its bootstrap CI and permutation p-value, as ``<metric>_vs_<baseline>`` keys."""
+    out: dict[str, Any] = {}
+    for baseline in ("random", "occlusion"):
+        if baseline not in rows:
+            continue
+        diff = paired_difference([r.get(metric) for r in rows["self"]], [r.get(metric) for r in rows[baseline]],
+                                 seed=seed)
+        key = f"{metric}_vs_{baseline}"
+        out.update({key: diff["difference"], f"{key}_ci_low": diff["ci_low"], f"{key}_ci_high": diff["ci_high"],
+                    f"{key}_p_value": diff["p_value"], f"{key}_n": diff["n"]})
+    return out
 
 
 def occlusion_agreement(tokens: Sequence[Sequence[str]], kinds: Mapping[str, Sequence[Explanation | None]],

@@ -36,10 +36,10 @@ class Predictions:
 
 def predict(program: SentimentProgram, examples: Sequence[Example], lm: Any, *,
             adapter: dspy.Adapter | None = None, threads: int | None = None, progress: bool = False) -> Predictions:
-    """Run a program on every example (threads where the backend allows; one for an in-process model, which a
-    lock serialises anyway)."""
+    """Run a program on every example: ``threads`` requests in flight on an API backend (default 4), one at a time
+    on an in-process model (a lock serialises it anyway). Answers come back in example order either way."""
     adapter = adapter or default_adapter(lm)
-    threads = threads or (1 if is_embedded(lm) else 8)
+    threads = 1 if is_embedded(lm) else (threads or 4)
     history_start = len(lm.history)
     durations: dict[str, float] = {}
 

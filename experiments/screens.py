@@ -52,14 +52,25 @@ def evaluate(report: Mapping[str, Mapping[str, Any]]) -> None:
                       f"occlusion {with_ci(row, 'occlusion_' + key)}")
 
 
+def where(result: Mapping[str, Any], tracking_uri: str | None) -> None:
+    """The closing lines of run, optimize and study: where the results are and how to look at them."""
+    uri = f" --tracking-uri {tracking_uri}" if tracking_uri else ""
+    print(f"\nMLflow experiment {result['experiment']}, run {result['parent_run_id']}")
+    if result.get("report"):
+        print(f"report: {result['report']}")
+    print(f"look at it:  selfx ui{uri}    (then open http://127.0.0.1:5000 and the experiment)")
+    print(f"             selfx report {result['parent_run_id']}{uri}")
+
+
 def run(result: Mapping[str, Any]) -> None:
+    print(f"{'variant':<52}{'accuracy':>22}{'comprehensiveness':>24}{'vs random':>12}")
     for item in result["variants"]:
         m = item["metrics"]
-        extra = "" if m.get("comprehensiveness_bins") is None else f"  comp_bins {m['comprehensiveness_bins']:.3f}"
-        acc = "n/a" if m.get("accuracy") is None else f"{m['accuracy']:.3f}"
         kept = "  (kept from the interrupted run)" if item.get("resumed") else ""
-        print(f"{item['variant']:<50} accuracy {acc}{extra}  run {item['run_id']}{kept}")
-    print(f"experiment {result['experiment']}, parent run {result['parent_run_id']}; open it with: selfx ui")
+        print(f"{item['variant']:<52}{with_ci(m, 'accuracy'):>22}{with_ci(m, 'comprehensiveness_bins'):>24}"
+              f"{fmt(m.get('comprehensiveness_bins_vs_random')):>12}{kept}")
+    if result.get("best"):
+        print("best: " + "; ".join(f"{metric} {name}" for metric, name in result["best"].items()))
 
 
 def optimize(result: Mapping[str, Any]) -> None:
@@ -76,4 +87,15 @@ def optimize(result: Mapping[str, Any]) -> None:
                 verdict = "beats the paper variant" if row["beats_paper"][objective] else "does not beat it"
                 print(f"      vs paper, {objective}: {fmt(diff['difference'])} "
                       f"[{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}] on {diff['n']} sentences: {verdict}")
-    print(f"MLflow experiment {result['experiment']}, parent run {result['parent_run_id']}; selfx ui to browse")
+    if result.get("summary"):
+        print(result["summary"])
+
+
+def study(report: Mapping[str, Any]) -> None:
+    """The study's headline: each order's self-explanation beside random, occlusion and LIME."""
+    print(f"\n{report['model']}, {report['n_sentences']} sentences, {report['mode']} mode, probe {report['probe_mode']}: "
+          f"{report['wall_seconds']:.0f} s")
+    for order in ("P-E", "E-P"):
+        cells = [f"{kind} {fmt(report['faithfulness'][f'{order} {kind}'].get('comprehensiveness_bins'))}"
+                 for kind in ("self", "random", "occlusion", "lime") if f"{order} {kind}" in report["faithfulness"]]
+        print(f"  {order} comprehensiveness (ERASER bins): " + ", ".join(cells))

@@ -20,6 +20,7 @@ from typing import Any
 
 DEFAULT_DIR = Path("mlruns")
 VARIANT_TAG = "selfx.variant"
+NOTE_TAG = "mlflow.note.content"  # the run's Description in the MLflow UI
 DIGEST_TAG = "selfx.config_digest"
 
 
@@ -100,8 +101,25 @@ class ParentRun:
     def log_dict(self, payload: Any, path: str) -> None:
         _mlflow().MlflowClient().log_dict(self.run_id, payload, path)
 
-    def log_file(self, path: Path) -> None:
-        _mlflow().MlflowClient().log_artifact(self.run_id, str(path))
+    def log_file(self, path: Path, folder: str | None = None) -> None:
+        _mlflow().MlflowClient().log_artifact(self.run_id, str(path), folder)
+
+    def log_metrics(self, metrics: Mapping[str, Any]) -> None:
+        client = _mlflow().MlflowClient()
+        for key, value in finite_metrics(metrics).items():
+            client.log_metric(self.run_id, key, value)
+
+    def describe(self, text: str) -> None:
+        _mlflow().MlflowClient().set_tag(self.run_id, NOTE_TAG, text)
+
+    def log_inputs(self, datasets: Mapping[str, Dataset]) -> None:
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for split, dataset in datasets.items():
+            entity = dataset.as_mlflow()._to_mlflow_entity()
+            inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", split)]))
+        _mlflow().MlflowClient().log_inputs(self.run_id, datasets=inputs)
 
 
 def _param(key: str, value: Any) -> Any:
@@ -143,18 +161,46 @@ def _finished_variants(parent: Any) -> dict[str, dict[str, Any]]:
             for run in children if run.info.status == "FINISHED"}
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """What a run evaluated, as MLflow shows it in the runs table: a name, a split and the records."""
+
+    name: str
+    split: str
+    records: list[dict[str, Any]]
+    source: str = ""
+
+    def as_mlflow(self) -> Any:
+        import pandas as pd
+
+        frame = pd.DataFrame(self.records)
+        return _mlflow().data.from_pandas(frame, source=self.source or self.name, name=f"{self.name} ({self.split})",
+                                          targets="label" if "label" in frame else None)
+
+
 def log_variant(parent_run_id: str, name: str, *, params: Mapping[str, Any], metrics: Mapping[str, Any],
                 tags: Mapping[str, str], prompt: str, program: Any, rows: list[dict[str, Any]],
-                context: Any) -> str:
-    """One nested run per variant: params, metrics, the rendered prompt, ``program.json``, a per-example table
-    and the program as an ``mlflow.dspy`` model. ``context``: the ``dspy.context`` the model is logged under
-    (its LM and adapter). An explicit parent id, so it is safe from any thread."""
+                context: Any, description: str = "", datasets: Mapping[str, Dataset] | None = None,
+                prompt_template: Any = None, prompt_name: str = "", explanations: Any = None) -> str:
+    """One nested run per variant: params, metrics, a description, its datasets as inputs, the rendered prompt
+    (registered in the prompt registry and linked to the run when a template is given), ``program.json``, a
+    per-example table, the per-sentence explanations the report draws, and the program as an ``mlflow.dspy``
+    model. ``context``: the ``dspy.context`` the model is logged under (its LM and adapter). An explicit parent
+    id, so it is safe from any thread."""
     mlflow = _mlflow()
     with mlflow.start_run(run_name=name, nested=True, parent_run_id=parent_run_id) as run:
-        mlflow.set_tags({VARIANT_TAG: name, **tags})
+        mlflow.set_tags({VARIANT_TAG: name, **tags, **({NOTE_TAG: description} if description else {})})
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         mlflow.log_metrics(finite_metrics(metrics))
+        for split, dataset in (datasets or {}).items():
+            mlflow.log_input(dataset.as_mlflow(), context=split)
         mlflow.log_text(prompt, "prompts/predict.txt")
+        if prompt_template is not None and prompt_name:
+            uri = register_prompt(prompt_name, prompt_template, message=f"variant {name}",
+                                  tags={"variant": name, "source_run": run.info.run_id})
+            mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, uri)
+        if explanations is not None:
+            mlflow.log_dict(explanations, "explanations.json")
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "program.json"
             program.save(str(path), save_program=False)
@@ -197,9 +243,60 @@ def find_variant_run(experiment: str, *, metric: str = "accuracy", run_id: str |
 
 
 def register_prompt(name: str, template: Any, *, message: str, tags: Mapping[str, str]) -> str:
-    """Register a chat template in MLflow's prompt registry; its ``prompts:/name/version`` URI."""
-    version = _mlflow().genai.register_prompt(name=name, template=template, commit_message=message, tags=dict(tags))
+    """Register a chat template in MLflow's prompt registry (a new version only when the template changed); its
+    ``prompts:/name/version`` URI."""
+    mlflow = _mlflow()
+    try:
+        latest = mlflow.genai.load_prompt(f"prompts:/{name}@latest")
+    except Exception:  # no such prompt yet: MLflow raises its own not-found errors
+        latest = None
+    if latest is not None and latest.template == template:
+        return f"prompts:/{name}/{latest.version}"
+    version = mlflow.genai.register_prompt(name=name, template=template, commit_message=message, tags=dict(tags))
     return f"prompts:/{name}/{version.version}"
+
+
+def run_data(run_id: str, uri: str | None = None) -> dict[str, Any]:
+    """A run as plain data: info, params, metrics, tags, its nested runs, and its JSON and text artifacts."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    children = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+                                  order_by=["attributes.start_time ASC"], max_results=1000)
+    return {**_plain(run, client), "children": [_plain(child, client) for child in children]}
+
+
+def experiment_runs(experiment: str, uri: str | None = None) -> list[str]:
+    """The top-level runs of an experiment, newest first."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise RunNotFound(f"no MLflow experiment {experiment!r}; see the names with `selfx ui`")
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
+    return [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+def _plain(run: Any, client: Any) -> dict[str, Any]:
+    import json as _json
+
+    artifacts: dict[str, Any] = {}
+    for item in client.list_artifacts(run.info.run_id) + client.list_artifacts(run.info.run_id, "prompts"):
+        if item.is_dir or not item.path.endswith((".json", ".txt")) or item.file_size and item.file_size > 20_000_000:
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            text = Path(client.download_artifacts(run.info.run_id, item.path, folder)).read_text(encoding="utf-8")
+        artifacts[item.path] = _json.loads(text) if item.path.endswith(".json") else text
+    return {"run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
+            "experiment_id": run.info.experiment_id, "params": dict(run.data.params),
+            "metrics": dict(run.data.metrics), "tags": dict(run.data.tags), "artifacts": artifacts}
+
+
+def log_report(run_id: str, path: Path) -> None:
+    """The HTML report as an artifact of its run (MLflow's artifact view renders HTML)."""
+    _mlflow().MlflowClient().log_artifact(run_id, str(path))
 
 
 def ui_command(uri: str | None, port: int) -> list[str]:

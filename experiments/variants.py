@@ -7,16 +7,18 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 import dspy
 
+from experiments import progress
 from experiments.config import ExperimentConfig, Variant
-from experiments.measure import program_faithfulness
+from experiments.measure import Explanation, program_faithfulness
 from experiments.predict import predict
-from experiments.tracking import download_program
+from experiments.tracking import Dataset, download_program
 from metrics.calibration import brier_score, expected_calibration_error
 from metrics.modes import metric_mode
 from metrics.stats import mean_ci
@@ -46,11 +48,12 @@ def splits(config: ExperimentConfig) -> tuple[list[Example], list[Example], list
 
 def build_program(variant: Variant, lm: Any, dev: Sequence[Example], cache: ProbeCache, seed: int) -> SentimentProgram:
     """The variant's program with its demos and, for calibrated decisions, its calibration."""
-    program = SentimentProgram(variant.program, value_mode=variant.value_mode, decision=variant.decision)
+    program = SentimentProgram(variant.program, value_mode=variant.value_mode, decision=variant.decision,
+                               format=variant.format)
     with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
         if variant.demos:
             program.predict.demos = build_demos(variant.program, variant.demos, lm=lm, source=variant.demo_source,
-                                                seed=seed, cache=cache)
+                                                seed=seed, cache=cache, format=variant.format)
         calibrate(program, dev)
     return program
 
@@ -80,13 +83,25 @@ def measurement_probe(program: SentimentProgram, adapter: str, config: Experimen
                       cache: ProbeCache | None) -> Probe:
     """The probe a config measures a program's faithfulness through: that program's own decision (its prompt
     through the variant's adapter), unless the config asks for another probe mode."""
-    return ProgramProbe(program, lm, mode=config.measure.probe, cache=cache, adapter=adapter_for(adapter))
+    return ProgramProbe(program, lm, mode=config.measure.probe, cache=cache, adapter=adapter_for(adapter),
+                        concurrency=config.concurrency, progress=progress.bar)
+
+
+@dataclass
+class Evaluation:
+    """One variant on the test slice: metrics, per-example rows, and the per-sentence explanations (self and the
+    explainers', the faithfulness sample) for the report's heat-maps."""
+
+    metrics: dict[str, Any]
+    rows: list[dict[str, Any]]
+    explanations: list[dict[str, Any]]
 
 
 def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test: Sequence[Example],
-                     config: ExperimentConfig, cache: ProbeCache) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics of one variant and its per-example rows."""
-    ran = predict(program, test, lm, adapter=adapter_for(variant.adapter))
+                     config: ExperimentConfig, cache: ProbeCache) -> Evaluation:
+    """Metrics of one variant, its per-example rows and its explanations."""
+    ran = predict(program, test, lm, adapter=adapter_for(variant.adapter), threads=config.concurrency,
+                  progress=progress.enabled())
     answers, attributions = ran.answers, ran.attributions
     gold = [e.label for e in test]
     ok = [(a, y) for a, y in zip(answers, gold) if a.ok]
@@ -106,14 +121,20 @@ def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test:
         metrics["brier_logprob"] = brier_score([a.p_positive["logprob"] for a, _ in with_logprob],
                                                [y for _, y in with_logprob])
     per_sentence: list[dict[str, Any]] = []
+    explanations: list[dict[str, Any]] = []
     if program.granularity is not None:
         n = config.measure.faithfulness_n
-        faithfulness, per_sentence = program_faithfulness(
+        faithfulness, per_sentence, kinds = program_faithfulness(
             test[:n], attributions[:n], measurement_probe(program, variant.adapter, config, lm, cache),
             mode=metric_mode(config.measure.mode),
             explainers=config.measure.explainers, seed=config.seed,
-            lime_samples_per_token=config.measure.lime_samples_per_token)
+            lime_samples_per_token=config.measure.lime_samples_per_token, protocol=config.measure.protocol)
         metrics.update(faithfulness)
+        explanations = [{"review": e.text, "tokens": list(e.tokens), "label": a.label,
+                         "p_positive": a.p_positive.get("logprob", a.p_positive.get("stated")),
+                         "status": "ok" if a.ok else f"failed: {a.failure}",
+                         **{kind: _explanation_values(items[i]) for kind, items in kinds.items()}}
+                        for i, (e, a) in enumerate(zip(test[:n], answers[:n], strict=True))]
     rows = [{"review": e.text, "gold": "positive" if e.label else "negative", "prediction": a.label,
              "confidence": a.confidence, "p_positive": json.dumps(a.p_positive),
              "importances": json.dumps(list(att.values) if att is not None and att.ranking is None else
@@ -121,8 +142,14 @@ def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test:
              "parse_status": "ok" if a.ok else f"failed: {a.failure}",
              "seconds": round(seconds, 3),
              **{key: (per_sentence[i].get(key) if i < len(per_sentence) else None) for key in PER_SENTENCE}}
-            for i, (e, a, att, seconds) in enumerate(zip(test, answers, attributions, ran.durations))]
-    return metrics, rows
+            for i, (e, a, att, seconds) in enumerate(zip(test, answers, attributions, ran.durations, strict=True))]
+    return Evaluation(metrics, rows, explanations)
+
+
+def _explanation_values(explanation: Explanation | None) -> dict[str, Any] | None:
+    if explanation is None:
+        return None
+    return {"values": list(explanation.values), "ranking": list(explanation.ranking or []) or None}
 
 
 def variant_params(variant: Variant, program: SentimentProgram, lm: Any, config: ExperimentConfig) -> dict[str, Any]:
@@ -145,7 +172,8 @@ def config_digest(config: ExperimentConfig) -> str:
 
 def load_program(variant: Variant, run_id: str) -> SentimentProgram:
     """A variant's program exactly as its run saved it (demos, optimiser output, calibration)."""
-    program = SentimentProgram(variant.program, value_mode=variant.value_mode, decision=variant.decision)
+    program = SentimentProgram(variant.program, value_mode=variant.value_mode, decision=variant.decision,
+                               format=variant.format)
     with tempfile.TemporaryDirectory() as folder:
         program.load(str(download_program(run_id, Path(folder))))
     return program
@@ -154,3 +182,35 @@ def load_program(variant: Variant, run_id: str) -> SentimentProgram:
 def variant_of(params: dict[str, str]) -> Variant:
     """The variant a run's params describe."""
     return Variant(**{k: (int(params[k]) if k == "demos" else params[k]) for k in Variant.model_fields if k in params})
+
+
+def describe_variant(variant: Variant, program: SentimentProgram, lm: Any) -> str:
+    """A short description of a variant for the MLflow UI: program, explanation, demos, decision rule."""
+    explains = {None: "predicts only", "full": f"explains every word ({variant.format}, {variant.value_mode} values)",
+                "topk": "names its top-k words"}[program.granularity]
+    demos = (f"{variant.demos} demos ({'gold labels' if variant.program == 'P' else variant.demo_source})"
+             if variant.demos else "zero-shot")
+    rule = variant.decision + (f" (bias {program.calibration['bias']:+.2f} from {program.calibration['batch']})"
+                               if program.calibration else "")
+    optimiser = f"; compiled with {variant.optimizer}" if variant.optimizer != "none" else ""
+    return (f"{program.order} program that {explains}; {demos}; decision {rule}; {variant.adapter} adapter; "
+            f"{describe_lm(lm)['model']}{optimiser}.")
+
+
+def prompt_template(program: SentimentProgram, adapter: str) -> list[dict[str, str]]:
+    """The program's prompt as chat messages with ``{{review}}`` (and ``{{k}}``) to fill in: what the prompt
+    registry holds and export writes."""
+    messages = adapter_for(adapter).format(program.predict.signature, program.predict.demos,
+                                           {"review": "{review}", "k": "{k}"})
+    return [{"role": m["role"], "content": m["content"].replace("{review}", "{{review}}").replace("{k}", "{{k}}")}
+            for m in messages]
+
+
+def datasets(config: ExperimentConfig, **slices: Sequence[Example]) -> dict[str, Dataset]:
+    """The named slices (dev, test, ...) as MLflow datasets: source, split and the examples' positions."""
+    data = config.data
+    start = {"dev": 0, "test": data.dev_n}
+    return {name: Dataset(name=f"{data.source}", split=f"{data.eval_split}[{start.get(name, 0)}:"
+                                                        f"{start.get(name, 0) + len(examples)}]",
+                          records=[{"review": e.text, "label": e.label} for e in examples], source=data.source)
+            for name, examples in slices.items() if examples}

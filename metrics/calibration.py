@@ -33,6 +33,19 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
     return float(total)
 
 
+def reliability_curve(confidence: Sequence[float], correct: Sequence[bool], *,
+                      n_bins: int = ECE_BINS) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, count) for each non-empty equal-width confidence bin: a reliability diagram.
+
+    >>> reliability_curve([0.9, 0.9, 0.6, 0.6], [True, False, True, True])
+    [(0.6, 1.0, 2), (0.9, 0.5, 2)]
+    """
+    c, ok = np.asarray(confidence, float), np.asarray(correct, float)
+    bins = np.minimum((c * n_bins).astype(int), n_bins - 1)
+    return [(round(float(c[bins == b].mean()), 6), float(ok[bins == b].mean()), int((bins == b).sum()))
+            for b in np.unique(bins)]
+
+
 def brier_score(p_positive: Sequence[float], gold: Sequence[int]) -> float:
     """Mean squared error of P(positive) against the 0/1 gold label.
 

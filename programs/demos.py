@@ -45,7 +45,7 @@ def pick_examples(k: int, *, seed: int = 0, data: str = "sst2", max_tokens: int 
 
 
 def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion", seed: int = 0,
-                cache: ProbeCache | None = None) -> list[dspy.Example]:
+                cache: ProbeCache | None = None, format: str = "numeric") -> list[dspy.Example]:
     """k demos for a program: gold labels for P; for explaining programs, teacher demos (the model's own
     occlusion through a cached logprob probe) or bootstrapped self-explanations (``source="self"``, run
     under the caller's ``dspy.context``)."""
@@ -53,7 +53,7 @@ def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion"
     if program_name == "P":
         return make_demos("P", examples, source="label")
     if source == "self":
-        return make_demos(program_name, examples, source="self")
+        return make_demos(program_name, examples, source="self", format=format)
     from programs.probe import ProgramProbe
     from programs.self_explain import SentimentProgram
 
@@ -63,13 +63,15 @@ def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion"
         teacher = SentimentProgram("P")
         teacher.predict.demos = labelled[:i] + labelled[i + 1:]
         probe = ProgramProbe(teacher, lm, mode="logprob", cache=cache)
-        demos += make_demos(program_name, [example], source="occlusion", probe=probe)
+        demos += make_demos(program_name, [example], source="occlusion", probe=probe, format=format)
     return demos
 
 
 def make_demos(program_name: str, examples: Sequence[Example], *, source: str = "label",
-               probe: Probe | None = None) -> list[dspy.Example]:
-    """Demos for a program. Explaining programs need ``source="occlusion"`` and a probe."""
+               probe: Probe | None = None, format: str = "numeric") -> list[dspy.Example]:
+    """Demos for a program. Explaining programs need ``source="occlusion"`` and a probe. In the ``polarity``
+    format a teacher value becomes ``positive`` (scaled occlusion >= 0.25), ``negative`` (<= -0.25) or
+    ``neutral``."""
     if source not in DEMO_SOURCES:
         raise ValueError(f"unknown demo source {source!r}; choose one of {list(DEMO_SOURCES)}")
     explaining = program_name != "P"
@@ -78,7 +80,7 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
     if explaining and source == "occlusion" and probe is None:
         raise ValueError("teacher demos need a probe to compute the model's own occlusion")
     if source == "self":
-        return _bootstrapped(program_name, examples)
+        return _bootstrapped(program_name, examples, format)
     demos = []
     occlusion = OcclusionExplainer(p_source=probe.p_source) if probe is not None else None
     for example in examples:
@@ -94,16 +96,26 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
                 distinct = list(dict.fromkeys(tokens[i] for i in order))
                 fields.update(k=k, top_words=distinct[:k])
             else:
-                fields["explanation"] = [[t, v] for t, v in zip(tokens, scaled)]
+                fields["explanation"] = [[t, polarity(v) if format == "polarity" else v]
+                                         for t, v in zip(tokens, scaled, strict=True)]
         demos.append(dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else [])))
     return demos
 
 
-def _bootstrapped(program_name: str, examples: Sequence[Example]) -> list[dspy.Example]:
+def polarity(value: float, threshold: float = 0.25) -> str:
+    """A scaled teacher value as a polarity word.
+
+    >>> polarity(0.4), polarity(-0.2), polarity(-1.0)
+    ('positive', 'neutral', 'negative')
+    """
+    return "positive" if value >= threshold else "negative" if value <= -threshold else "neutral"
+
+
+def _bootstrapped(program_name: str, examples: Sequence[Example], format: str) -> list[dspy.Example]:
     """The program's own zero-shot answers on the examples it labels correctly (needs dspy.settings.lm)."""
     from programs.self_explain import SentimentProgram
 
-    program = SentimentProgram(program_name, value_mode="expected")
+    program = SentimentProgram(program_name, value_mode="expected", format=format)
     demos = []
     for example in examples:
         prediction = program(review=example.text)
@@ -113,6 +125,7 @@ def _bootstrapped(program_name: str, examples: Sequence[Example]) -> list[dspy.E
         if program_name.endswith("topk"):
             fields.update(k=prediction.top_k, top_words=list(prediction.top_words))
         elif program_name != "P":
-            fields["explanation"] = [[t, round(float(v), 1) + 0.0] for t, v in prediction.explanation]
+            fields["explanation"] = [[t, v if isinstance(v, str) else round(float(v), 1) + 0.0]
+                                     for t, v in prediction.explanation]
         demos.append(dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else [])))
     return demos

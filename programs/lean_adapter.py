@@ -27,8 +27,8 @@ from programs.types import tokenize, topk_size
 def refine_schema(schema: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """Constrain an output schema to one input: the review's tokens become the explanation's skeleton.
 
-    ``explanation``: one ``[token, importance]`` pair per whitespace token, tokens fixed, importance
-    in [-1, 1]. ``top_words``: exactly k distinct words, each one of the review's tokens.
+    ``explanation``: one ``[token, value]`` pair per whitespace token, tokens fixed, the value an
+    importance in [-1, 1] or a polarity word. ``top_words``: exactly k distinct words, each one of the review's tokens.
     """
     review = inputs.get("review")
     properties = schema.get("properties", {})
@@ -37,9 +37,11 @@ def refine_schema(schema: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
     tokens = tokenize(review)
     properties = dict(properties)
     if "explanation" in properties:
+        # a polarity word keeps its enum; an importance is a number in [-1, 1]
+        value = (properties["explanation"].get("items", {}).get("prefixItems") or [{}, {}])[1]
+        value = value if "enum" in value else {"type": "number", "minimum": -1, "maximum": 1}
         properties["explanation"] = {"type": "array", "prefixItems": [
-            {"type": "array", "prefixItems": [{"const": token}, {"type": "number", "minimum": -1, "maximum": 1}]}
-            for token in tokens]}
+            {"type": "array", "prefixItems": [{"const": token}, value]} for token in tokens]}
     if "top_words" in properties:
         distinct = list(dict.fromkeys(tokens))
         k = min(int(inputs.get("k") or topk_size(len(tokens))), len(distinct))

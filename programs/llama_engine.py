@@ -18,7 +18,7 @@ import json
 import os
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,15 +290,15 @@ class LlamaCppEngine:
         context = self.prompt_tokens(messages) + self.tokenize_text(prefix)
         return dict(zip(options, self.read_slots([context], options, closing)[0].tolist()))
 
-    def read_slots(self, contexts: Sequence[Sequence[int]], options: Sequence[str],
-                   closing: str = '"') -> list[np.ndarray]:
+    def read_slots(self, contexts: Sequence[Sequence[int]], options: Sequence[str], closing: str = '"', *,
+                   progress: Callable[[int], Any] | None = None) -> list[np.ndarray]:
         """The constrained log-probabilities of ``options`` at the end of each context (token lists), in input order.
 
         The contexts are evaluated in token order, a walk of their trie: each from its longest common prefix with
         what the KV cache holds, so the perturbed texts of one review share everything before their first
         difference and a prompt's instructions and demos are evaluated once. Every reading equals the one a
         context gets alone (the same splits: at least two tokens per pass). Multi-sequence passes were
-        measured and not adopted (docs/throughput.md).
+        measured and not adopted (docs/throughput.md). ``progress(n)`` is called as contexts are read.
         """
         tokenized = [self.tokenize_text(option + closing) for option in options]
         out: list[np.ndarray] = [np.empty(0)] * len(contexts)
@@ -306,6 +306,8 @@ class LlamaCppEngine:
             for i in sorted(range(len(contexts)), key=lambda i: contexts[i]):
                 out[i] = option_logprobs(lambda tokens: self._eval_to(tokens, copy=False), contexts[i], tokenized,
                                          [True] * len(options))
+                if progress is not None:
+                    progress(1)
         return out
 
     def _eval_to(self, tokens: Sequence[int], *, copy: bool = True) -> np.ndarray:

@@ -16,6 +16,9 @@ holding everything that defines the decision function. Modes:
 - ``zero-shot``: the zero-shot prediction-only program's label slot, whatever was explained: the
   decision function selfx used before, kept to compare against.
 
+Decoded answers (API models, ``same-program``) keep up to ``concurrency`` requests in flight; the answers
+do not depend on it (same texts, same order).
+
 On embedded models the missing texts of one call are read in one batch: contexts in token order, each
 evaluated from its longest common prefix with what the KV cache holds (``LlamaCppEngine.read_slots``).
 """
@@ -26,7 +29,8 @@ import hashlib
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +73,11 @@ class ProbeStats:
         return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        """No progress shown."""
+
+
 def program_fingerprint(program: dspy.Module) -> str:
     """Changes whenever the decision changes: class, settings, instructions, demos, decision rule, calibration."""
     state = {"class": type(program).__name__, "name": getattr(program, "name", None),
@@ -96,11 +105,17 @@ class ProgramProbe:
     """Answers from a live LM through a selfx program (or its label slot), cached."""
 
     def __init__(self, program: SentimentProgram, lm: Any, *, mode: str = "logprob",
-                 cache: ProbeCache | None = None, adapter: dspy.Adapter | None = None) -> None:
+                 cache: ProbeCache | None = None, adapter: dspy.Adapter | None = None, concurrency: int = 1,
+                 progress: Callable[[int, str], AbstractContextManager[Any]] | None = None) -> None:
         if mode not in PROBE_MODES:
             raise ValueError(f"unknown probe mode {mode!r}; choose one of {list(PROBE_MODES)}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.lm = lm
         self.mode = mode
+        self.concurrency = concurrency
+        # progress(total, description) -> a context whose value has update(n): a bar for long probe rounds
+        self.progress = progress or (lambda total, desc: nullcontext(_Silent()))
         self.cache = cache
         self.adapter = adapter or default_adapter(lm)
         self.program = program if mode != "zero-shot" else SentimentProgram("P", value_mode=program.value_mode)
@@ -162,22 +177,38 @@ class ProgramProbe:
         if not texts:
             return []
         bias = self.program.label_bias
-        if self.reading == "decoded":
-            with dspy.context(lm=self.lm, adapter=self.adapter):
-                return [calibrated(to_answer(self.program(review=text)), bias) for text in texts]
+        with self.progress(len(texts), f"probe {self.program.name}") as bar:
+            if self.reading == "decoded":
+                return [calibrated(answer, bias) for answer in self._decoded(texts, bar.update)]
+            return [calibrated(answer, bias) for answer in self._slot_readings(texts, bar.update)]
+
+    def _slot_readings(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
         engine = self.lm.engine
         signature, demos = self.program.predict.signature, self.program.predict.demos
         contexts = [engine.prompt_tokens(self.adapter.format(signature, demos, self.program._inputs(text)))
                     + engine.tokenize_text(self.answer_prefix(text)) for text in texts]
-        readings = engine.read_slots(contexts, list(LABELS))
         out = []
-        for reading in readings:
-            logprobs = dict(zip(LABELS, reading.tolist()))
-            answer = Answer(label=max(logprobs, key=logprobs.get), confidence=None,
-                            p_positive={"logprob": math.exp(logprobs["positive"])},
-                            info={"label_logprobs": logprobs})
-            out.append(calibrated(answer, bias))
+        for reading in engine.read_slots(contexts, list(LABELS), progress=update):
+            logprobs = dict(zip(LABELS, reading.tolist(), strict=True))
+            out.append(Answer(label=max(logprobs, key=logprobs.get), confidence=None,
+                              p_positive={"logprob": math.exp(logprobs["positive"])}, info={"label_logprobs": logprobs}))
         return out
+
+    def _decoded(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
+        """The program run on each text; up to ``concurrency`` requests in flight (API servers batch them), answers
+        in input order whatever order they arrive in."""
+        def one(text: str) -> Answer:
+            with dspy.context(lm=self.lm, adapter=self.adapter):
+                answer = to_answer(self.program(review=text))
+            update(1)
+            return answer
+
+        if self.concurrency == 1 or len(texts) == 1:
+            return [one(text) for text in texts]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(one, texts))
 
     def answer_prefix(self, text: str) -> str:
         """The answer text up to the label slot, as the skeleton decoder writes it."""

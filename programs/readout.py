@@ -133,13 +133,52 @@ def to_answer(prediction: Any) -> Answer:
                   info={"label_logprobs": label_lp} if label_lp else {})
 
 
+POLARITY_VALUES = {"negative": -1.0, "neutral": 0.0, "positive": 1.0}
+
+
+def polarity_importances(pairs: Sequence[Sequence[Any]], logprobs: Any, value_mode: str) -> list[list[Any]]:
+    """A polarity explanation as numeric importances: P(positive) - P(negative) at each word's slot where
+    ``value_mode`` is ``expected`` and the slots' readings came back (embedded models), else -1 / 0 / 1 from
+    the written word. A word outside the three is kept as written (a range violation for the aligner).
+
+    >>> polarity_importances([["good", "positive"], ["film", "neutral"]], None, "sample")
+    [['good', 1.0], ['film', 0.0]]
+    """
+    readings = _option_readings(logprobs, set(POLARITY_VALUES))
+    expected = value_mode == "expected" and len(readings) == len(pairs)
+    out = []
+    for i, pair in enumerate(pairs):
+        word = pair[1] if len(pair) > 1 else None
+        if expected:
+            p = {option: math.exp(lp) for option, lp in readings[i].items()}
+            out.append([pair[0], p.get("positive", 0.0) - p.get("negative", 0.0)])
+        else:
+            out.append([pair[0], POLARITY_VALUES.get(word, word)])
+    return out
+
+
+def _option_readings(logprobs: Any, options: set[str]) -> list[dict[str, float]]:
+    """The slots, in answer order, whose alternatives are exactly ``options`` (the embedded engine's readings)."""
+    content = (logprobs or {}).get("content") if isinstance(logprobs, dict) else None
+    readings = []
+    for entry in content or []:
+        alternatives = {str(t.get("token")): float(t["logprob"]) for t in entry.get("top_logprobs") or []}
+        if set(alternatives) == options:
+            readings.append(alternatives)
+    return readings
+
+
 def to_attribution(prediction: Any, review: str) -> Attribution | None:
     """The prediction's explanation in the review's token positions, or None if it has none."""
     if getattr(prediction, "failure", None):
         return None
     tokens = tokenize(review)
     if getattr(prediction, "explanation", None) is not None:
-        return align_full(tokens, prediction.explanation)
+        pairs = [list(p) for p in prediction.explanation]
+        if any(len(p) > 1 and isinstance(p[1], str) for p in pairs):
+            pairs = polarity_importances(pairs, getattr(prediction, "logprobs", None),
+                                         getattr(prediction, "value_mode", "sample"))
+        return align_full(tokens, pairs)
     if getattr(prediction, "top_words", None) is not None:
         return align_topk(tokens, prediction.top_words, getattr(prediction, "top_k", None) or topk_size(len(tokens)))
     return None

@@ -16,7 +16,7 @@ from dspy.utils.exceptions import AdapterParseError
 from programs.lean_adapter import LeanAdapter
 from programs.lm import is_embedded
 from programs.readout import label_log_probs
-from programs.signatures import SIGNATURES
+from programs.signatures import SIGNATURES, signature
 from programs.slot_decoder import DecodeOptions
 from programs.types import ContextOverflow, tokenize, topk_size
 
@@ -32,8 +32,11 @@ class SentimentProgram(dspy.Module):
     Args:
         name: P, PE, EP, PE-topk or EP-topk.
         k_fraction: top-k size as a share of the review's tokens (the study's 0.2).
-        value_mode: how the embedded engine reads importances: ``sample`` (the decoded grid value)
-            or ``expected`` (the probability-weighted value at each slot).
+        value_mode: how the embedded engine reads importances: ``sample`` (the decoded value) or
+            ``expected`` (the probability-weighted value at each slot: for ``polarity``,
+            P(positive) - P(negative)).
+        format: how a full explanation speaks: ``numeric`` (a number in [-1, 1] per token, the study's)
+            or ``polarity`` (negative / neutral / positive per token).
         decision: how the label is decided. ``generated``: as decoded; ``logprob``: argmax of the
             label log-probabilities; ``contextual`` / ``batch``: argmax after adding a log-odds bias
             (minus the mean log-odds of content-free inputs, or of a calibration batch) — call
@@ -42,7 +45,7 @@ class SentimentProgram(dspy.Module):
     """
 
     def __init__(self, name: str = "P", *, k_fraction: float = 0.2, value_mode: ValueMode = "sample",
-                 decision: str = "generated") -> None:
+                 decision: str = "generated", format: str = "numeric") -> None:
         super().__init__()
         if name not in SIGNATURES:
             raise ValueError(f"unknown program {name!r}; choose one of {list(PROGRAM_NAMES)}")
@@ -54,14 +57,15 @@ class SentimentProgram(dspy.Module):
         self.k_fraction = k_fraction
         self.value_mode = value_mode
         self.decision = decision
+        self.format = format
         self.calibration: dict[str, Any] | None = None  # {"rule", "bias", "n", "batch"}: saved with the program
-        self.predict = dspy.Predict(SIGNATURES[name])
+        self.predict = dspy.Predict(signature(name, format))
 
     @property
     def label_bias(self) -> float:
         """The log-odds offset added to "positive" before the label is decided (0 when uncalibrated)."""
         if self.decision in ("generated", "logprob"):
-            return 0.0
+            return "neutral" if self.format == "polarity" else 0.0
         if not self.calibration or self.calibration.get("rule") != self.decision:
             raise ValueError(f"decision rule {self.decision!r} needs calibration: call program.calibrate(...) first")
         return float(self.calibration["bias"])
@@ -105,13 +109,17 @@ class SentimentProgram(dspy.Module):
 
     def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().dump_state(*args, **kwargs)
-        state["selfx"] = {"name": self.name, "decision": self.decision, "value_mode": self.value_mode,
+        state["selfx"] = {"name": self.name, "format": self.format, "decision": self.decision,
+                          "value_mode": self.value_mode,
                           "k_fraction": self.k_fraction, "calibration": self.calibration}
         return state
 
     def load_state(self, state: dict[str, Any], *args: Any, **kwargs: Any) -> SentimentProgram:
         state = dict(state)
         extra = state.pop("selfx", None) or {}
+        if extra.get("format", "numeric") != self.format:
+            raise ValueError(f"this saved program explains in the {extra.get('format')!r} format: build it with "
+                             f"SentimentProgram({self.name!r}, format={extra.get('format')!r}) before loading")
         super().load_state(state, *args, **kwargs)
         self.decision = extra.get("decision", self.decision)
         self.value_mode = extra.get("value_mode", self.value_mode)
@@ -121,7 +129,7 @@ class SentimentProgram(dspy.Module):
     @property
     def neutral_value(self) -> Any:
         """What an explanation says of a word it finds neither positive nor negative."""
-        return 0.0
+        return "neutral" if self.format == "polarity" else 0.0
 
     @property
     def order(self) -> str:
@@ -162,6 +170,7 @@ class SentimentProgram(dspy.Module):
                 prediction.generated_label = prediction.label
                 prediction.label = "positive" if odds + bias > 0 else "negative"
         prediction.decision = self.decision
+        prediction.value_mode = self.value_mode
         return prediction
 
 

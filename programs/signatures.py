@@ -6,8 +6,12 @@ explanation comes before the label, in P-E after it. Optimisers may change instr
 never fields.
 
 Field-name contract used by the adapter and readers: ``review`` is the text, ``label`` and
-``confidence`` the prediction, ``explanation`` a full explanation (one ``[token, importance]`` pair
-per whitespace token, in order) and ``top_words`` a top-k explanation (``k`` words of the review).
+``confidence`` the prediction, ``explanation`` a full explanation (one ``[token, value]`` pair per
+whitespace token, in order) and ``top_words`` a top-k explanation (``k`` words of the review).
+
+Full explanations come in two formats (:func:`signature`): ``numeric``, the study's importance in
+[-1, 1] for every token, and ``polarity``, one of ``negative`` / ``neutral`` / ``positive`` for every
+token (a small model may speak in words rather than numbers).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Literal
 import dspy
 
 Label = Literal["negative", "positive"]
+Polarity = Literal["negative", "neutral", "positive"]
+FORMATS = ("numeric", "polarity")
 
 _ANALYST = "You are a movie review analyst."
 _CLASSIFY = ("classify the sentiment of the movie review as positive or negative and give your confidence "
@@ -25,6 +31,9 @@ _FULL = ("give the importance of every word and punctuation token of the review 
          "as [token, importance] pairs, where importance is a number from -1 (negative sentiment) to 1 "
          "(positive sentiment). Tokens are separated by spaces; it does not matter whether the review "
          "makes sense")
+_POLARITY = ("label every word and punctuation token of the review, in order, as [token, polarity] pairs, where "
+             "polarity is negative, neutral or positive: the sentiment that token contributes. Tokens are "
+             "separated by spaces; it does not matter whether the review makes sense")
 _TOPK = ("identify the k most significant words of the review, ranked from the most positive sentiment to "
          "the least positive sentiment")
 
@@ -81,3 +90,18 @@ SIGNATURES: dict[str, type[dspy.Signature]] = {
 
 # The check-lm round trip is the prediction-only program's signature.
 Sentiment = SIGNATURES["P"]
+
+_POLARITY_INSTRUCTIONS = {
+    "PE": f"{_ANALYST} First, {_CLASSIFY}. Then, {_POLARITY}.",
+    "EP": f"{_ANALYST} First, {_POLARITY}. Then, {_CLASSIFY}.",
+}
+
+
+def signature(name: str, format: str = "numeric") -> type[dspy.Signature]:
+    """The signature of a program in an explanation format (``numeric`` or ``polarity``; full explanations only)."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown explanation format {format!r}; choose one of {list(FORMATS)}")
+    if format == "numeric" or name not in _POLARITY_INSTRUCTIONS:
+        return SIGNATURES[name]
+    return SIGNATURES[name].with_updated_fields("explanation", type_=list[tuple[str, Polarity]]).with_instructions(
+        _POLARITY_INSTRUCTIONS[name])

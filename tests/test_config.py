@@ -50,3 +50,15 @@ def test_api_models_sample_importances_and_refuse_expected_values(tmp_path):
         load_config(tmp_path / "space.yaml")
     local = load_config("quick")
     assert any(v.value_mode == "expected" for v in local.variants)
+
+
+def test_format_is_a_variant_key_and_a_search_dimension(tmp_path):
+    path = write(tmp_path, "name: x\nvariants:\n  - {program: EP, format: polarity}\n"
+                           "search: {space: {format: [numeric, polarity], program: [PE, EP]}}\n")
+    config = load_config(path)
+    assert config.variants[0].format == "polarity" and "polarity" in config.variants[0].name
+    assert config.search.space["format"] == ("numeric", "polarity")
+    with pytest.raises(ConfigError, match=r"variants\[0\].format: 'words' is not allowed"):
+        load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP, format: words}\n"))
+    with pytest.raises(ConfigError, match="format: 'words' is not allowed"):
+        load_config(write(tmp_path, "name: x\nsearch: {space: {format: [words]}}\n"))

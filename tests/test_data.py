@@ -29,7 +29,7 @@ def test_local_jsonl_and_csv(tmp_path):
 
 
 def test_local_dataset_directory_through_datasets(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a required dependency: its absence is a failure, not a skip
     datasets.Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}).save_to_disk(str(tmp_path / "ds"))
     examples = load_examples(str(tmp_path / "ds"))
     assert [e.label for e in examples] == [1, 0]

@@ -99,8 +99,25 @@ def test_program_faithfulness_reports_self_beside_its_baselines():
     probe.stats = _Stats()
     examples = [Example(str(i), " ".join(s), 1) for i, s in enumerate(SENTENCES)]
     attributions = [Attribution((0.9, 0.0, -0.9, 0.1), "self"), None]
-    out, rows = program_faithfulness(examples, attributions, probe, mode=CORRECTED)
+    out, rows, _ = program_faithfulness(examples, attributions, probe, mode=CORRECTED)
     for key in ("comprehensiveness_bins", "occlusion_comprehensiveness_bins", "random_comprehensiveness_bins",
                 "spearman_vs_occlusion", "agreement_occlusion_feature_agreement", "explanation_nondegenerate_rate"):
         assert key in out, key
     assert out["comprehensiveness_bins_n"] == 1 and rows[1] == {}
+
+
+def test_self_is_compared_with_random_and_occlusion_on_the_same_sentences():
+    probe = ToyProbe()
+    probe.stats = _Stats()
+    sentences = [["good", "good", "film", "bad"], ["bad", "dull", "good", "day"], ["good", "fun", "good", "cast"]]
+    examples = [Example(str(i), " ".join(s), 1) for i, s in enumerate(sentences)]
+    # a faithful self-explanation: it ranks the words the toy model reacts to first
+    attributions = [Attribution(tuple(0.9 if w == "good" else -0.9 if w == "bad" else 0.0 for w in s), "self")
+                    for s in sentences]
+    out, _, _ = program_faithfulness(examples, attributions, probe, mode=CORRECTED)
+    for baseline in ("random", "occlusion"):
+        key = f"comprehensiveness_bins_vs_{baseline}"
+        assert {key, f"{key}_ci_low", f"{key}_ci_high", f"{key}_p_value"} <= set(out)
+        assert out[f"{key}_n"] == 3
+        assert out[key] == pytest.approx(out["comprehensiveness_bins"] - out[f"{baseline}_comprehensiveness_bins"])
+    assert out["comprehensiveness_bins_vs_random"] > 0

@@ -1,58 +1,24 @@
 """The OpenAI-compatible path against a real llama.cpp server on 127.0.0.1 serving the same GGUF."""
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 from experiments.check_lm import check_lm
-from programs.embedded_models import embedded_model
+from experiments.servers import llama_server
 from tests.conftest import require_shared
 
 pytestmark = [pytest.mark.server, pytest.mark.model]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            # the server as `python -m llama_cpp.server`, with the engine's plain weight buffers
-            [sys.executable, "-c", "from programs.llama_engine import plain_weight_buffers; plain_weight_buffers(); "
-             "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')",
-             "--model", str(embedded_model("smollm2-135m").locate()),
-             "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
-            stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/models", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"llama.cpp server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
+    with llama_server("smollm2-135m", log=tmp_path_factory.mktemp("server") / "server.log") as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_typed_round_trip_against_the_server(server):
     require_shared("sst2", "validation.jsonl")
-    summary = check_lm("openai/smollm2", api_base=server, n=3, progress=False)
+    summary = check_lm("openai/smollm2-135m", api_base=server, n=3)
     assert summary["backend"] == "openai-compatible"
     assert summary["parsed"] == 3, summary["failures"]
     assert summary["tokens_per_example"] > 0
@@ -61,7 +27,7 @@ def test_typed_round_trip_against_the_server(server):
 def test_server_logprobs_arrive_as_lm15_logprobs(server):
     from programs.lm import make_lm
 
-    lm = make_lm("openai/smollm2", api_base=server, cache=False)
+    lm = make_lm("openai/smollm2-135m", api_base=server, cache=False)
     lm("Say yes.", max_tokens=3, logprobs=True, top_logprobs=3)
     assert lm.history[-1]["outputs"] and lm.engine.schema_style in ("auto", "json_schema", "json_object")
 
@@ -81,14 +47,14 @@ def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "api.yaml").write_text(
-        f"name: api\nlm: smollm2\napi_base: {server}\n"
+        f"name: api\nlm: smollm2-135m\napi_base: {server}\n"
         "data: {source: sst2, train_n: 0, dev_n: 0, test_n: 2}\n"
         "variants:\n  - {program: P, decision: generated}\n"
         "measure: {mode: corrected, probe: same-program, faithfulness_n: 1, explainers: [random]}\n")
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    result = run_variants(load_config(tmp_path / "api.yaml"), uri=uri, progress=False)
+    result = run_variants(load_config(tmp_path / "api.yaml"), uri=uri)
     assert result["variants"]
-    export_run(find_variant_run("selfx-api", uri=uri), tmp_path / "export", make_lm("smollm2", api_base=server, cache=False))
+    export_run(find_variant_run("selfx-api", uri=uri), tmp_path / "export", make_lm("smollm2-135m", api_base=server, cache=False))
     scanned = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "api.yaml"]
     assert any(p.name == "mlflow.db" for p in scanned) and any(p.name == "program.json" for p in scanned)
     leaked = [str(p) for p in scanned if canary.encode() in p.read_bytes()]
@@ -104,7 +70,7 @@ def test_e_p_label_is_read_after_explanation_tokens_that_look_like_labels(server
     from programs.lm import make_lm
     from programs.self_explain import SentimentProgram, label_log_odds
 
-    lm = make_lm("openai/smollm2", api_base=server, cache=False)
+    lm = make_lm("openai/smollm2-135m", api_base=server, cache=False)
     program = SentimentProgram("EP")
     program.predict.demos = [
         dspy.Example(review="not positive , sadly", label="negative", confidence=0.8,

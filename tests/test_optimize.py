@@ -32,7 +32,7 @@ def test_tiny_study_logs_trials_and_resumes(tmp_path, monkeypatch):
     (tmp_path / "opt.yaml").write_text(TINY.replace("STORE", str(tmp_path)))
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     config = load_config(tmp_path / "opt.yaml")
-    result = optimize(config, uri=uri, progress=False)
+    result = optimize(config, uri=uri)
     assert result["trials"] == 2 and result["pareto"]
     assert "paper" in result["held_out"] and "accuracy_ci_low" in result["held_out"]["paper"]
 
@@ -45,7 +45,7 @@ def test_tiny_study_logs_trials_and_resumes(tmp_path, monkeypatch):
     assert all(r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"] for r in trials)
     parent_files = {f.path for f in mlflow.MlflowClient(tracking_uri=uri).list_artifacts(result["parent_run_id"])}
     assert "pareto.png" in parent_files
-    again = optimize(config, uri=uri, progress=False)  # the study resumes: its budget is already spent
+    again = optimize(config, uri=uri)  # the study resumes: its budget is already spent
     assert again["trials"] == 2
 
 

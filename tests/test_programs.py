@@ -145,3 +145,41 @@ def test_api_reply_with_an_out_of_range_importance_counts_a_violation():
     attribution = to_attribution(prediction, "good film")
     assert to_answer(prediction).ok and attribution.values == (None, 0.1)
     assert attribution.info["range_violations"] == 1
+
+
+def test_polarity_slot_expected_value_on_hand_made_logprobs():
+    """Each word's importance is P(positive) - P(negative) at its slot (expected), or -1/0/1 as written (sample)."""
+    import math
+
+    from programs.readout import polarity_importances
+
+    def slot(p_neg, p_neu, p_pos):
+        return {"token": "neutral", "logprob": math.log(p_neu), "top_logprobs": [
+            {"token": "negative", "logprob": math.log(p_neg)}, {"token": "neutral", "logprob": math.log(p_neu)},
+            {"token": "positive", "logprob": math.log(p_pos)}]}
+
+    label = {"token": "positive", "logprob": math.log(0.7), "top_logprobs": [
+        {"token": "negative", "logprob": math.log(0.3)}, {"token": "positive", "logprob": math.log(0.7)}]}
+    logprobs = {"content": [{"token": '{"label": "', "logprob": 0.0, "top_logprobs": []}, label,
+                            slot(0.1, 0.2, 0.7), slot(0.6, 0.3, 0.1)]}
+    pairs = [["good", "positive"], ["bad", "negative"]]
+    expected = polarity_importances(pairs, logprobs, "expected")
+    assert [v for _, v in expected] == pytest.approx([0.6, -0.5])  # the label slot is not a polarity slot
+    assert [v for _, v in polarity_importances(pairs, logprobs, "sample")] == [1.0, -1.0]
+    # readings that do not match the words one to one are not used: the written words decide
+    assert [v for _, v in polarity_importances(pairs + [["film", "neutral"]], logprobs, "expected")] == [1, -1, 0]
+
+
+def test_a_polarity_program_asks_for_polarity_words_and_refuses_a_numeric_save(tmp_path):
+    from programs.lean_adapter import output_schema
+
+    program = SentimentProgram("EP", format="polarity")
+    schema = refine_schema(output_schema(program.predict.signature), {"review": "good film"})
+    value = schema["properties"]["explanation"]["prefixItems"][0]["prefixItems"][1]
+    assert value["enum"] == ["negative", "neutral", "positive"]
+    assert "negative, neutral or positive" in program.predict.signature.instructions
+    assert program.neutral_value == "neutral" and SentimentProgram("EP").neutral_value == 0.0
+    program.save(str(tmp_path / "p.json"), save_program=False)
+    with pytest.raises(ValueError, match="polarity"):
+        SentimentProgram("EP").load(str(tmp_path / "p.json"))
+    SentimentProgram("EP", format="polarity").load(str(tmp_path / "p.json"))

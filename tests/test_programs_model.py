@@ -6,9 +6,7 @@ import dspy
 import pytest
 
 from programs.lean_adapter import LeanAdapter, output_schema, refine_schema
-from programs.probe import ProgramProbe
-from programs.probe_cache import ProbeCache
-from programs.readout import label_log_probs, to_answer, to_attribution
+from programs.readout import label_log_probs, to_attribution
 from programs.self_explain import SentimentProgram
 from programs.slot_decoder import DecodeOptions, compile_schema
 
@@ -107,3 +105,15 @@ def test_a_base_model_without_chat_template_gets_a_plain_prompt():
     with dspy.context(lm=gemma, adapter=LeanAdapter()):
         prediction = SentimentProgram("P")(review=REVIEW)
     assert prediction.failure is None and prediction.label in ("negative", "positive")
+
+
+@pytest.mark.parametrize("name", ["PE", "EP"])
+def test_polarity_explanations_are_decoded_word_by_word_and_read_as_expected_values(local_lm, name):
+    program = SentimentProgram(name, value_mode="expected", format="polarity")
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        prediction = program(review=REVIEW)
+    assert [pair[0] for pair in prediction.explanation] == REVIEW.split()
+    assert {pair[1] for pair in prediction.explanation} <= {"negative", "neutral", "positive"}
+    attribution = to_attribution(prediction, REVIEW)
+    assert attribution.coverage == 1.0 and all(-1 <= v <= 1 for v in attribution.values)
+    assert len(set(attribution.values)) > 2  # P(positive) - P(negative): graded, not just -1/0/1

@@ -7,17 +7,9 @@ import pytest
 from experiments.config import load_config
 from experiments.run import run_variants
 from tests.conftest import require_shared
-from tests.golden.figures import compare, load, run_figures, tolerance
+from tests.golden.figures import compare, load, tolerance
 
 pytestmark = pytest.mark.model
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The pinned tiny experiment (tests/golden), run once through ``selfx run``: its folder, figures and result."""
-    folder = tmp_path_factory.mktemp("tiny")
-    figures = run_figures(folder)
-    return folder, figures, json.loads((folder / "run.json").read_text())
-
 
 def test_a_run_reproduces_its_pinned_metrics(tiny_run):
     _, figures, _ = tiny_run
@@ -112,7 +104,7 @@ def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monk
 
     monkeypatch.setattr(run_module, "evaluate_variant", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_variants(config, uri=uri, progress=False)
+        run_variants(config, uri=uri)
     monkeypatch.setattr(run_module, "evaluate_variant", real)
 
     import mlflow
@@ -120,7 +112,7 @@ def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monk
     first = mlflow.search_runs(experiment_names=["selfx-resumable"], output_format="list")
     parent = [r for r in first if "mlflow.parentRunId" not in r.data.tags][0]
     assert parent.info.status != "FINISHED"
-    result = run_variants(config, uri=uri, progress=False)
+    result = run_variants(config, uri=uri)
     assert result["parent_run_id"] == parent.info.run_id
     assert [v.get("resumed", False) for v in result["variants"]] == [True, False]
     runs = mlflow.search_runs(experiment_names=["selfx-resumable"], output_format="list")
@@ -128,4 +120,4 @@ def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monk
     assert sorted(r.data.params["demos"] for r in children) == ["0", "2"]
     assert mlflow.get_run(parent.info.run_id).info.status == "FINISHED"
     # a finished config is not reopened: a repeat is a new parent run
-    assert run_variants(config, uri=uri, progress=False)["parent_run_id"] != parent.info.run_id
+    assert run_variants(config, uri=uri)["parent_run_id"] != parent.info.run_id

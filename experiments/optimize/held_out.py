@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from experiments.config import PAPER, ExperimentConfig, Variant
@@ -28,13 +28,15 @@ def best_per_objective(front: Sequence[Any], objectives: Sequence[str]) -> dict[
 
 
 def held_out(front: Sequence[Any], objectives: Sequence[str], config: ExperimentConfig, lm: Any,
-             dev: Sequence[Example], test: Sequence[Example], cache: ProbeCache) -> dict[str, Any]:
+             dev: Sequence[Example], test: Sequence[Example], cache: ProbeCache,
+             log: Callable[[str, Variant, Any, Any], str] | None = None) -> dict[str, Any]:
     """The paper variant against the optimised programs on the held-out test slice.
 
     The candidates are :func:`best_per_objective` (so the held-out cost stays bounded), each reloaded from
     its MLflow run exactly as compiled. Each is measured on the test slice with CIs and compared with the
     paper variant on the same sentences: McNemar and a paired difference for accuracy, a paired difference
-    for comprehensiveness; ``beats_paper`` says where the paired 95 % CI lies above zero.
+    for comprehensiveness; ``beats_paper`` says where the paired 95 % CI lies above zero. ``log(label, variant,
+    program, evaluation)`` records each candidate's evaluation (a nested run) and returns its run id.
     """
     candidates: list[tuple[str, Variant, Any, str | None]] = [("paper", PAPER, None, None)] + [
         (f"pareto#{number}", Variant(**t.user_attrs["variant"]), t.values, t.user_attrs.get("run_id"))
@@ -44,8 +46,9 @@ def held_out(front: Sequence[Any], objectives: Sequence[str], config: Experiment
     for label, variant, dev_values, run_id in candidates:
         program = (build_program(variant, lm, dev, cache, config.seed) if run_id is None else
                    load_program(variant, run_id))
-        metrics, rows = evaluate_variant(program, variant, lm, test, config, cache)
-        measured[label] = {"variant": variant.name,
+        evaluation = evaluate_variant(program, variant, lm, test, config, cache)
+        metrics, rows = evaluation.metrics, evaluation.rows
+        measured[label] = {"variant": variant.name, "run_id": log(label, variant, program, evaluation) if log else None,
                            **({"dev_objectives": dict(zip(objectives, dev_values))} if dev_values else {}),
                            **{k: v for k, v in metrics.items() if k.startswith(SHOWN)}}
         per_example[label] = {

@@ -75,7 +75,7 @@ class OptimizerMetric:
 def dev_objectives(program: SentimentProgram, variant: Variant, lm: Any, dev: Sequence[Example],
                    config: ExperimentConfig, cache: ProbeCache) -> dict[str, float | None]:
     """Accuracy on dev and ERASER-bin faithfulness on a dev sample (cached probe); cost reported."""
-    ran = predict(program, dev, lm, adapter=adapter_for(variant.adapter))
+    ran = predict(program, dev, lm, adapter=adapter_for(variant.adapter), threads=config.concurrency)
     answers = ran.answers
     out: dict[str, float | None] = {
         "accuracy": mean_ci([None if not a.ok else float(a.label_int == e.label) for a, e in zip(answers, dev)]).mean,

@@ -10,31 +10,33 @@ logged.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import dspy
 
-from experiments import tracking
+from experiments import progress, tracking
 from experiments.config import ExperimentConfig, Variant
 from experiments.optimize.compile import compile_with
 from experiments.optimize.held_out import MINIMISE, held_out
 from experiments.optimize.objective import OptimizerMetric, dev_objectives
 from experiments.plots import pareto_plot
+from experiments.run import log_evaluated_variant
 from experiments.variants import (
+    Evaluation,
     adapter_for,
     build_program,
     calibrate,
     config_digest,
-    rendered_prompt,
+    datasets,
     splits,
-    variant_params,
 )
 from programs.lm import make_lm
 from programs.probe_cache import ProbeCache
 
 
-def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool = True) -> dict[str, Any]:
+def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, Any]:
     import optuna
 
     experiment = f"selfx-{config.name}-optimize"
@@ -53,6 +55,8 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
                                 sampler=optuna.samplers.NSGAIISampler(seed=config.seed), load_if_exists=True)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     with tracking.parent_run(experiment, f"{config.name} optimize", uri=uri or config.tracking_uri) as parent:
+        dev_logged, test_logged = datasets(config, dev=dev), datasets(config, test=test)
+        parent.log_inputs(datasets(config, dev=dev, test=test))
         parent.log_params({"config": config.name, "objectives": ",".join(objectives), "trials": config.search.trials,
                            "optimizer_metric": config.search.optimizer_metric,
                            "faithfulness_weight": config.search.faithfulness_weight,
@@ -62,8 +66,6 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
         def objective(trial: optuna.Trial) -> tuple[float, ...]:
             choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
             variant = Variant(**choice)
-            if progress:
-                print(f"trial {trial.number}: {variant.name}", flush=True)
             program = build_program(variant, lm, dev, cache, config.seed)
             if variant.optimizer != "none":
                 metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm,
@@ -73,31 +75,33 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, progress: bool
                                            config.search.optimizer_budget, config.seed)
                     calibrate(program, dev)  # the optimiser changed the demos the bias was read with
             scores = dev_objectives(program, variant, lm, dev, config, cache)
-            rows = [{"review": e.text, "gold": "positive" if e.label else "negative", "prediction": None,
-                     "confidence": None, "p_positive": "{}", "importances": "null", "parse_status": "dev"}
-                    for e in dev[:1]]
-            run_id = tracking.log_variant(
-                parent.run_id, variant.name, params=variant_params(variant, program, lm, config),
-                metrics={**scores, "trial": trial.number}, tags={"selfx.program": variant.program},
-                prompt=rendered_prompt(program, variant.adapter, lm), program=program, rows=rows,
-                context=dspy.context(lm=lm, adapter=adapter_for(variant.adapter)))
+            run_id = log_evaluated_variant(parent.run_id, experiment, variant, program, lm, config,
+                                           Evaluation(scores, [], []), dev_logged, {"trial": trial.number})
             trial.set_user_attr("run_id", run_id)
             trial.set_user_attr("variant", variant.model_dump())
             return tuple(_objective_value(scores.get(o), o) for o in objectives)
 
         remaining = max(0, config.search.trials - len(done))
-        study.optimize(objective, n_trials=remaining, catch=(ValueError,))
+        study.optimize(objective, n_trials=remaining, catch=(ValueError,), show_progress_bar=progress.enabled())
         front = study.best_trials
         plot = pareto_plot(study.trials, front, objectives, study.study_name)
         if plot is not None:
             parent.log_file(plot)
-        comparison = held_out(front, objectives, config, lm, dev, test, cache)
+
+        def log_held_out(label: str, variant: Variant, program: Any, evaluation: Any) -> str:
+            return log_evaluated_variant(parent.run_id, experiment, variant.model_copy(), program, lm, config,
+                                         evaluation, test_logged, {"held_out": 1.0}, name=f"held-out {label}")
+
+        comparison = held_out(front, objectives, config, lm, dev, test, cache, log=log_held_out)
         parent.log_dict(comparison, "held_out_comparison.json")
+        summary = summarise_study(study, front, objectives, comparison)
+        parent.log_metrics(summary["metrics"])
+        parent.describe(summary["description"])
     return {"experiment": experiment, "parent_run_id": parent.run_id, "study": study.study_name,
             "trials": len(study.trials), "pareto": [{"number": t.number, "values": t.values,
                                                      "variant": t.user_attrs.get("variant"),
                                                      "run_id": t.user_attrs.get("run_id")} for t in front],
-            "held_out": comparison}
+            "held_out": comparison, "summary": summary["description"]}
 
 
 def _objective_value(value: float | None, objective: str) -> float:
@@ -105,3 +109,38 @@ def _objective_value(value: float | None, objective: str) -> float:
     if value is None:
         return float("inf") if objective in MINIMISE else float("-inf")
     return float(value)
+
+
+def summarise_study(study: Any, front: Sequence[Any], objectives: Sequence[str],
+                    comparison: dict[str, Any]) -> dict[str, Any]:
+    """What the parent run shows: the best dev value per objective, and each held-out candidate against the paper
+    variant (differences with CIs and p-values), as metrics and a description."""
+    import optuna
+
+    failed = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+    metrics: dict[str, Any] = {"trials": len(study.trials), "trials_failed": failed, "pareto_size": len(front)}
+    lines = [f"Optuna NSGA-II, {len(study.trials)} trials ({failed} failed), {len(front)} on the Pareto front."]
+    for i, objective in enumerate(objectives):
+        finite = [t for t in front if abs(t.values[i]) != float("inf")]
+        if finite:
+            best = (min if objective in MINIMISE else max)(finite, key=lambda t: t.values[i])
+            metrics[f"best_dev_{objective}"] = best.values[i]
+            lines.append(f"Best dev {objective}: trial {best.number} ({Variant(**best.user_attrs['variant']).name}) "
+                         f"{best.values[i]:.3f}.")
+    for label, row in comparison.items():
+        key = label.replace("#", "_")
+        for metric in ("accuracy", "comprehensiveness_bins"):
+            for suffix in ("", "_ci_low", "_ci_high"):
+                if row.get(metric + suffix) is not None:
+                    metrics[f"heldout_{key}_{metric}{suffix}"] = row[metric + suffix]
+        for objective in ("accuracy", "comprehensiveness"):
+            diff = row.get(f"vs_paper_{objective}")
+            if not diff or diff.get("difference") is None:
+                continue
+            for part in ("difference", "ci_low", "ci_high", "p_value"):
+                metrics[f"heldout_{key}_vs_paper_{objective}_{part}"] = diff[part]
+            verdict = "beats" if row["beats_paper"][objective] else "does not beat"
+            lines.append(f"Held out, {label} ({row['variant']}) {verdict} the paper variant on {objective}: "
+                         f"{diff['difference']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}], "
+                         f"p = {diff['p_value']:.3f}, {diff['n']} sentences.")
+    return {"metrics": metrics, "description": " ".join(lines)}

@@ -1,0 +1,52 @@
+"""Local servers selfx starts for itself: llama.cpp's OpenAI-compatible server on 127.0.0.1 with an embedded
+model (the bench's API row and the tests' real stand-in for an API)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def llama_server(model: str = "smollm2-135m", *, n_ctx: int = 4096, timeout: float = 120.0,
+                 log: Path | None = None) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with an embedded model (alias = the model's name), with the
+    engine's plain weight buffers; yields its ``/v1`` base URL and stops it on exit."""
+    from programs.embedded_models import embedded_model
+
+    port = free_port()
+    log = log or Path(tempfile.mkdtemp(prefix="selfx-server-")) / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from programs.llama_engine import plain_weight_buffers; plain_weight_buffers(); "
+             "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')",
+             "--model", str(embedded_model(model).locate()), "--model_alias", model, "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", str(n_ctx)], stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/models", timeout=2).read()
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"llama.cpp server did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
