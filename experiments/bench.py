@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from programs.types import InputError
+
 SCALES = {"quick": 10, "paper": 100}
 PASS_SIZES = (2, 4, 8, 12, 16, 24, 32, 64)
 
@@ -172,7 +174,7 @@ def bench(lm_spec: str = "local", scale: str = "quick", *, probe_texts: int = 30
     from programs.lm import describe_lm, make_lm
 
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALES)}")
+        raise InputError(f"unknown scale {scale!r}; choose one of {list(SCALES)}")
     lm = make_lm(lm_spec, cache=False)
     texts = probe_workload(3, probe_texts)
     result: dict[str, Any] = {**describe_lm(lm), "scale": scale, **probe_paths(lm, texts)}

@@ -25,6 +25,7 @@ from experiments.config import (
     ValueMode,
     choices,
 )
+from programs.types import InputError
 
 EXAMPLES = """examples:
   selfx check-lm --n 5                       # embedded model, 5 SST-2 sentences
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "sufficiency, decision flip, deletion-rank correlation; corrected mode, cached "
                                "probe) beside occlusion and a random explanation, with the Spearman correlation "
                                "with occlusion")
+    evaluate.add_argument("--lime-samples", type=int, default=0, metavar="N",
+                          help="with --faithfulness, also LIME as a baseline with N samples per token "
+                               "(default 0: no LIME; the study uses "
+                               f"{MEASURE.lime_samples_per_token})")
     evaluate.add_argument("--probe", default=MEASURE.probe, choices=choices(ProbeMode),
                           help="the decision function --faithfulness and --with-occlusion measure through: the "
                                "program's own label slot (logprob, the default), the program decoded in full "
@@ -232,7 +237,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       demos=args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0),
                       demo_source=args.demo_source, with_occlusion=args.with_occlusion,
                       faithfulness=args.faithfulness, probe_mode=args.probe, format=args.format,
-                      concurrency=args.concurrency)
+                      lime_samples_per_token=args.lime_samples, concurrency=args.concurrency)
     screens.evaluate(report)
     screens.write_json(args.json, report)
     return 0
@@ -259,7 +264,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"wrote {args.differences}")
         return 0
     if not args.model:
-        raise ValueError("selfx replay needs --model llama3 or --model gpt4o (or --differences FILE)")
+        raise InputError("selfx replay needs --model llama3 or --model gpt4o (or --differences FILE)")
     report = replay_study(args.model, args.mode)
     print(markdown_tables(report))
     files = write_outputs(report, Path(args.out))
@@ -381,22 +386,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from experiments import progress
 
     progress.QUIET = args.quiet
-    from experiments.config import ConfigError
-    from experiments.tracking import RunNotFound
-    from programs.data import DataError
-    from programs.lm import LMSpecError
 
     try:
         return args.func(args)
-    except (DataError, LMSpecError, ConfigError, RunNotFound, FileNotFoundError, ValueError) as exc:
+    except InputError as exc:  # the user's input: fixable, exit 2
         if args.debug:
             raise
         print(f"selfx {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # one clear line; --debug shows the traceback
+    except KeyboardInterrupt:
+        print(f"selfx {args.command}: interrupted; what finished is kept (run the same command to resume)",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # everything else failed the job: one clear line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"selfx {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"selfx {args.command}: failed: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
 
 

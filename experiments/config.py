@@ -20,6 +20,7 @@ from programs.lm import supports_expected_values
 from programs.probe import PROBE_MODES
 from programs.self_explain import DECISIONS, PROGRAM_NAMES
 from programs.signatures import FORMATS
+from programs.types import InputError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONCURRENCY = 4  # a local llama.cpp server with a few --parallel slots; raise it for hosted APIs
@@ -41,7 +42,7 @@ ExplainerName = Literal[tuple(EXPLAINERS)]  # type: ignore[valid-type]
 Protocol = Literal["all", "bins"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config value that is missing, of the wrong type or not allowed."""
 
 

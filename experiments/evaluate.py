@@ -28,7 +28,7 @@ from programs.lm import check_value_mode, describe_lm, make_lm
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.self_explain import CONTENT_FREE, DECISIONS, PROGRAM_NAMES, SentimentProgram, label_log_odds
-from programs.types import Example
+from programs.types import Example, InputError
 
 
 def resolve_programs(choice: str) -> list[str]:
@@ -37,7 +37,7 @@ def resolve_programs(choice: str) -> list[str]:
     names = [c.strip() for c in choice.split(",")]
     unknown = [n for n in names if n not in PROGRAM_NAMES]
     if unknown:
-        raise ValueError(f"unknown program(s) {unknown}; choose from {list(PROGRAM_NAMES)} or all")
+        raise InputError(f"unknown program(s) {unknown}; choose from {list(PROGRAM_NAMES)} or all")
     return names
 
 
@@ -72,11 +72,14 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
              api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
              demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion",
              with_occlusion: bool = False, faithfulness: bool = False, probe_mode: str = "logprob",
-             format: str = "numeric", concurrency: int = 4) -> dict[str, Any]:
+             format: str = "numeric", lime_samples_per_token: int = 0, concurrency: int = 4) -> dict[str, Any]:
     """Run each program on the first ``n`` examples and summarise; ``faithfulness`` / ``with_occlusion`` measure
-    its explanations through its own probe (``probe_mode``)."""
+    its explanations through its own probe (``probe_mode``), beside occlusion, random and (when
+    ``lime_samples_per_token`` > 0) LIME."""
+    if lime_samples_per_token < 0:
+        raise InputError(f"--lime-samples must be 0 (no LIME) or a positive number, got {lime_samples_per_token}")
     if decision not in (*DECISIONS, "all"):
-        raise ValueError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
+        raise InputError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
     check_value_mode(lm_spec, api_base, value_mode)
     examples = load_examples(data, split="validation", n=n)
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
@@ -98,7 +101,9 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
         probe = ProgramProbe(program, lm, mode=probe_mode, cache=cache, adapter=adapter, concurrency=concurrency,
                              progress=progress.bar)
         if faithfulness and program.granularity is not None:
-            measured, _, _ = program_faithfulness(examples, ran.attributions, probe, mode=CORRECTED)
+            explainers = ("occlusion", "random", *(("lime",) if lime_samples_per_token else ()))
+            measured, _, _ = program_faithfulness(examples, ran.attributions, probe, mode=CORRECTED,
+                                                  explainers=explainers, lime_samples_per_token=lime_samples_per_token)
             summary.update({**measured, **probe.describe()})
         elif with_occlusion and program.granularity == "full":
             tokens = [list(e.tokens) for e in examples]

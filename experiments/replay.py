@@ -18,6 +18,7 @@ from metrics.modes import COMPAT, MetricMode, metric_mode
 from programs.data import DataError, load_examples, shared_data_dir
 from programs.explainers.random import RandomExplainer
 from programs.recorded_probe import REPLAY_MODELS, RecordedProbe
+from programs.types import InputError
 
 _FILES = {"self": "self_expl_{o}", "topk": "topk_{o}", "occlusion": "occlusion_{o}", "lime": "lime_{o}"}
 _ORDER_TAGS = {"P-E": "pe", "E-P": "ep"}
@@ -86,7 +87,7 @@ def _measure_order(model: str, order: str, kinds: Sequence[str], mode: MetricMod
 def replay_study(model: str, mode_name: str, *, seed: int = 0) -> dict[str, Any]:
     """Faithfulness (per order and explanation, random baseline included) and agreement tables."""
     if model not in REPLAY_MODELS:
-        raise ValueError(f"no recorded caches for {model!r}; choose one of {list(REPLAY_MODELS)}")
+        raise InputError(f"no recorded caches for {model!r}; choose one of {list(REPLAY_MODELS)}")
     mode = _replay_mode(model, metric_mode(mode_name))
     faithfulness: dict[str, dict[str, Any]] = {}
     agreements: dict[str, dict[str, Any]] = {}

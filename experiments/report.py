@@ -21,7 +21,7 @@ from experiments.config import PAPER
 from experiments.measure import Explanation, agree
 from metrics.calibration import reliability_curve
 from metrics.modes import CORRECTED
-from programs.types import Answer
+from programs.types import Answer, InputError
 
 HEATMAP_KINDS = ("self", "occlusion", "lime", "random")
 SENTENCES = 6
@@ -185,7 +185,7 @@ def build_report(run_id: str | None = None, *, experiment: str | None = None, ou
     """Write the report of a run (or of an experiment's newest top-level run) and log it to that run."""
     if run_id is None:
         if experiment is None:
-            raise ValueError("selfx report needs a RUN_ID or --experiment NAME")
+            raise InputError("selfx report needs a RUN_ID or --experiment NAME")
         runs = tracking.experiment_runs(experiment, uri)
         if not runs:
             raise tracking.RunNotFound(f"experiment {experiment!r} has no runs yet")

@@ -47,9 +47,14 @@ def evaluate(report: Mapping[str, Mapping[str, Any]]) -> None:
                   + (f", Spearman vs occlusion {with_ci(row, 'spearman_vs_occlusion')}"
                      if "spearman_vs_occlusion" in row else ""))
         if "comprehensiveness_bins" in row:
+            baselines = [b for b in ("random", "occlusion", "lime") if f"{b}_comprehensiveness_bins" in row]
             for key in ("comprehensiveness_bins", "sufficiency_bins"):
-                print(f"  {key}: self {with_ci(row, key)}, random {with_ci(row, 'random_' + key)}, "
-                      f"occlusion {with_ci(row, 'occlusion_' + key)}")
+                print(f"  {key}: self {with_ci(row, key)}"
+                      + "".join(f", {b} {with_ci(row, f'{b}_{key}')}" for b in baselines))
+            for b in ("random", "occlusion"):
+                if f"comprehensiveness_bins_vs_{b}" in row:
+                    print(f"  self - {b} (paired): {with_ci(row, f'comprehensiveness_bins_vs_{b}')}, "
+                          f"p = {fmt(row[f'comprehensiveness_bins_vs_{b}_p_value'])}")
 
 
 def where(result: Mapping[str, Any], tracking_uri: str | None) -> None:
@@ -74,7 +79,9 @@ def run(result: Mapping[str, Any]) -> None:
 
 
 def optimize(result: Mapping[str, Any]) -> None:
-    print(f"study {result['study']}: {result['trials']} trials; Pareto front:")
+    print(f"study {result['study']}: {result['trials']} trials ({len(result['failed'])} failed); Pareto front:")
+    for failure in result["failed"]:
+        print(f"  trial {failure['number']} failed: {failure['failure'] or 'no reason recorded (killed?)'}")
     for point in result["pareto"]:
         print(f"  trial {point['number']}: {point['values']}  run {point['run_id']}")
     print("held-out test slice (95 % CI; paired differences against the paper variant):")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from programs.types import InputError
+
 DEFAULT_DIR = Path("mlruns")
 VARIANT_TAG = "selfx.variant"
 NOTE_TAG = "mlflow.note.content"  # the run's Description in the MLflow UI
@@ -219,7 +221,7 @@ def download_program(run_id: str, folder: Path) -> Path:
                                                        dst_path=str(folder)))
 
 
-class RunNotFound(ValueError):
+class RunNotFound(InputError):
     """No run to export, or a run without what an export needs."""
 
 

@@ -29,7 +29,7 @@ from programs.lm import describe_lm, is_embedded
 from programs.probe import Probe, ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.self_explain import SentimentProgram
-from programs.types import Example
+from programs.types import Example, InputError
 
 PER_SENTENCE = ("comprehensiveness_bins", "sufficiency_bins", "comprehensiveness")  # columns of the example table
 
@@ -64,7 +64,7 @@ def calibrate(program: SentimentProgram, dev: Sequence[Example]) -> None:
     if program.decision not in ("contextual", "batch"):
         return
     if program.decision == "batch" and not dev:
-        raise ValueError("decision 'batch' needs a calibration batch: set data.dev_n > 0")
+        raise InputError("decision 'batch' needs a calibration batch: set data.dev_n > 0")
     program.calibrate([e.text for e in dev], batch_name=f"dev[:{len(dev)}]")
 
 

@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from programs.types import Example
+from programs.types import Example, InputError
 
 TEXT_COLUMNS = ("sentence", "text", "review")
 LABEL_COLUMNS = ("label", "labels")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad or missing data, with the file and what to do."""
 
 

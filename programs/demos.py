@@ -24,7 +24,7 @@ from programs.data import load_examples
 from programs.explainers.occlusion import OcclusionExplainer
 from programs.probe import Probe
 from programs.probe_cache import ProbeCache
-from programs.types import LABELS, Example, topk_size
+from programs.types import LABELS, Example, InputError, topk_size
 
 DEMO_SOURCES = ("label", "occlusion", "self")
 DEMO_CONFIDENCE = 0.9
@@ -33,7 +33,7 @@ DEMO_CONFIDENCE = 0.9
 def pick_examples(k: int, *, seed: int = 0, data: str = "sst2", max_tokens: int = 14) -> list[Example]:
     """k short training reviews, half positive and half negative, in a seeded order."""
     if k < 0:
-        raise ValueError(f"the number of demos must be >= 0, got {k}")
+        raise InputError(f"the number of demos must be >= 0, got {k}")
     pool = [e for e in load_examples(data, split="train") if len(e.tokens) <= max_tokens]
     rng = random.Random(seed)
     rng.shuffle(pool)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from programs.types import InputError
+
 
 class ModelNotAvailable(RuntimeError):
     """An embedded model's package is not installed or its file is missing."""
@@ -74,4 +76,4 @@ def embedded_model(name: str) -> EmbeddedModel:
     try:
         return EMBEDDED_MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown embedded model {name!r}; choose one of {sorted(EMBEDDED_MODELS)}") from None
+        raise InputError(f"unknown embedded model {name!r}; choose one of {sorted(EMBEDDED_MODELS)}") from None

@@ -231,9 +231,7 @@ class LlamaCppEngine:
         base = sampler(temperature, np.random.default_rng(seed)) if temperature > 0 else greedy
 
         def choose(slot: Slot, logprobs: np.ndarray) -> int:
-            if slot.kind == "enum" and options.enum_bias:
-                logprobs = logprobs + np.array([options.enum_bias.get(o, 0.0) for o in slot.options])
-            return base(slot, logprobs)
+            return base(slot, options.biased(slot, logprobs))
 
         if options.value_mode == "expected":
             choose = carry_expected(choose)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from programs.embedded_models import DEFAULT_EMBEDDED, EMBEDDED_MODELS
+from programs.types import InputError
 
 SPEC_FORMS = ("local", "local:<name>", "local:/path/model.gguf", "openai/<model>", "<model> with --api-base URL")
 
 
-class LMSpecError(ValueError):
+class LMSpecError(InputError):
     """An LM spec that names no backend we know."""
 
 
@@ -89,7 +90,7 @@ def supports_expected_values(spec: str, api_base: str | None = None) -> bool:
 def check_value_mode(spec: str, api_base: str | None, value_mode: str) -> None:
     """Refuse expected-value importances on an API model rather than silently sampling them."""
     if value_mode == "expected" and not supports_expected_values(spec, api_base):
-        raise ValueError(f"value mode 'expected' needs an embedded model; {spec} returns sampled importances only: "
+        raise InputError(f"value mode 'expected' needs an embedded model; {spec} returns sampled importances only: "
                          "use --value-mode sample")
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from programs.json_grammar import schema_from_response_format
 from programs.llama_engine import DEFAULT_MAX_TOKENS, request_messages
+from programs.types import InputError
 
 SchemaStyle = Literal["auto", "json_schema", "json_object"]
 _NO_KEY = "no-key"  # placeholder for keyless local servers; not a secret
@@ -34,7 +35,7 @@ class OpenAICompatEngine:
     def __init__(self, model: str, *, api_base: str, api_key_env: str = "OPENAI_API_KEY",
                  schema_style: SchemaStyle = "auto", timeout: float = 120.0, max_retries: int = 3) -> None:
         if not api_base.startswith(("http://", "https://")):
-            raise ValueError(f"--api-base must be an http(s) URL such as http://127.0.0.1:8000/v1, got {api_base!r}")
+            raise InputError(f"--api-base must be an http(s) URL such as http://127.0.0.1:8000/v1, got {api_base!r}")
         if schema_style not in ("auto", "json_schema", "json_object"):
             raise ValueError(f"schema_style must be auto, json_schema or json_object, got {schema_style!r}")
         self.model = model

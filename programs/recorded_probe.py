@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from programs.data import DataError, shared_data_dir
-from programs.types import LABELS, Answer, stated_p_positive
+from programs.types import LABELS, Answer, InputError, stated_p_positive
 
 REPLAY_MODELS = ("gpt4o", "llama3")
 REPLAY_TAGS = {"P-E": "pe", "E-P": "ep", "P": "p"}
@@ -51,7 +51,7 @@ class RecordedProbe:
 
     def __init__(self, model: str, order: str, *, recorded_default_as_failure: bool = False) -> None:
         if model not in REPLAY_MODELS:
-            raise ValueError(f"no recorded caches for {model!r}; choose one of {list(REPLAY_MODELS)}")
+            raise InputError(f"no recorded caches for {model!r}; choose one of {list(REPLAY_MODELS)}")
         if order not in REPLAY_TAGS:
             raise ValueError(f"unknown order {order!r}; choose one of {list(REPLAY_TAGS)}")
         self.model, self.order = model, order

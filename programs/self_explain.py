@@ -65,7 +65,7 @@ class SentimentProgram(dspy.Module):
     def label_bias(self) -> float:
         """The log-odds offset added to "positive" before the label is decided (0 when uncalibrated)."""
         if self.decision in ("generated", "logprob"):
-            return "neutral" if self.format == "polarity" else 0.0
+            return 0.0
         if not self.calibration or self.calibration.get("rule") != self.decision:
             raise ValueError(f"decision rule {self.decision!r} needs calibration: call program.calibrate(...) first")
         return float(self.calibration["bias"])
@@ -152,7 +152,8 @@ class SentimentProgram(dspy.Module):
         bias = self.label_bias
         embedded = is_embedded(dspy.settings.lm)
         if embedded:
-            config["metadata"] = DecodeOptions(self.value_mode, {"positive": bias} if bias else None).to_metadata()
+            label_bias = {"negative": 0.0, "positive": bias} if bias else None
+            config["metadata"] = DecodeOptions(self.value_mode, label_bias).to_metadata()
         try:
             prediction = self.predict(**inputs, config=config)
         except AdapterParseError as exc:

@@ -224,8 +224,9 @@ class DecodeOptions:
     """Per-request decoding options, carried in the request's ``metadata`` (strings, as OpenAI's is).
 
     ``value_mode``: ``sample`` writes the chosen grid value; ``expected`` writes each number slot's
-    probability-weighted value. ``enum_bias``: log-probability offsets added to enum options before
-    choosing (how calibrated label decisions are applied in the decoding pass).
+    probability-weighted value. ``enum_bias``: log-probability offsets added before choosing to the
+    options of every enum slot whose options are exactly its keys (how calibrated label decisions
+    are applied in the decoding pass; a polarity slot, which also offers "positive", is left alone).
     """
 
     value_mode: str = "sample"
@@ -239,6 +240,12 @@ class DecodeOptions:
             raise ValueError(f"value_mode must be sample or expected, got {mode!r}")
         bias = json.loads(metadata["enum_bias"]) if metadata.get("enum_bias") else None
         return cls(mode, bias)
+
+    def biased(self, slot: Slot, logprobs: np.ndarray) -> np.ndarray:
+        """``logprobs`` of ``slot`` with ``enum_bias`` applied when the slot is the one it names."""
+        if slot.kind != "enum" or not self.enum_bias or set(slot.options) != set(self.enum_bias):
+            return logprobs
+        return logprobs + np.array([self.enum_bias[o] for o in slot.options])
 
     def to_metadata(self) -> dict[str, str]:
         out = {"value_mode": self.value_mode, "decoder": DECODER_VERSION}

@@ -9,6 +9,11 @@ from typing import Any
 LABELS: tuple[str, str] = ("negative", "positive")
 
 
+class InputError(ValueError):
+    """Bad input the user can fix (a file, a flag, a config value, a spec): the CLI prints it in one line and
+    exits 2. Every other exception is a failure of the job (exit 1)."""
+
+
 class ContextOverflow(ValueError):
     """A prompt (with its answer so far) does not fit the model's context window."""
 

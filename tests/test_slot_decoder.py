@@ -116,8 +116,11 @@ def test_an_empty_review_has_an_empty_explanation_not_a_grammar_fallback(empty):
 
 
 def test_enum_bias_moves_the_decision_and_expected_mode_rewrites_numbers():
-    options = DecodeOptions.from_metadata(DecodeOptions("expected", {"neg": 2.0}).to_metadata())
-    assert options.enum_bias == {"neg": 2.0} and options.value_mode == "expected"
+    options = DecodeOptions.from_metadata(DecodeOptions("expected", {"pos": 0.0, "neg": 2.0}).to_metadata())
+    assert options.enum_bias == {"pos": 0.0, "neg": 2.0} and options.value_mode == "expected"
+    label, polarity = Slot("enum", ("pos", "neg")), Slot("enum", ("neg", "neutral", "pos"))
+    assert options.biased(label, np.log([0.6, 0.4])).tolist() == pytest.approx([math.log(0.6), math.log(0.4) + 2])
+    assert options.biased(polarity, np.log([0.2, 0.3, 0.5])).tolist() == pytest.approx(np.log([0.2, 0.3, 0.5]).tolist())
     segments = [Fixed('"'), Slot("enum", ("pos", "neg"), closing='"'), Fixed(" "), Slot("number", ("0.0", "1.0"))]
     readings = [Reading("enum", ("pos", "neg"), (math.log(0.6), math.log(0.4)), 0),
                 Reading("number", ("0.0", "1.0"), (math.log(0.25), math.log(0.75)), 1)]

@@ -10,7 +10,7 @@ import dspy
 from experiments.optimize.objective import OptimizerMetric
 from programs.lm import reflection_lm
 from programs.self_explain import SentimentProgram
-from programs.types import Example
+from programs.types import Example, InputError
 
 
 def compile_with(optimizer: str, program: SentimentProgram, train: Sequence[Example], metric: OptimizerMetric,
@@ -21,7 +21,7 @@ def compile_with(optimizer: str, program: SentimentProgram, train: Sequence[Exam
     trainset = [dspy.Example(review=e.text, label="positive" if e.label else "negative").with_inputs("review")
                 for e in train]
     if not trainset:
-        raise ValueError(f"optimizer {optimizer!r} needs a train pool: set data.train_n > 0")
+        raise InputError(f"optimizer {optimizer!r} needs a train pool: set data.train_n > 0")
     if optimizer == "bootstrap":
         teleprompter = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=3, max_labeled_demos=3)
         return teleprompter.compile(program, trainset=trainset)

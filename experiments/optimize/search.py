@@ -64,6 +64,13 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, A
                            "space": json.dumps(config.search.space), "storage": storage, "sampler": "NSGA-II"})
 
         def objective(trial: optuna.Trial) -> tuple[float, ...]:
+            try:
+                return measured(trial)
+            except ValueError as exc:  # a trial's own failure (its variant cannot run): recorded, then Optuna's
+                trial.set_user_attr("failure", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                raise
+
+        def measured(trial: optuna.Trial) -> tuple[float, ...]:
             choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
             variant = Variant(**choice)
             program = build_program(variant, lm, dev, cache, config.seed)
@@ -98,6 +105,8 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, A
         parent.log_metrics(summary["metrics"])
         parent.describe(summary["description"])
     return {"experiment": experiment, "parent_run_id": parent.run_id, "study": study.study_name,
+            "failed": [{"number": t.number, "failure": t.user_attrs.get("failure")} for t in study.trials
+                       if t.state == optuna.trial.TrialState.FAIL],
             "trials": len(study.trials), "pareto": [{"number": t.number, "values": t.values,
                                                      "variant": t.user_attrs.get("variant"),
                                                      "run_id": t.user_attrs.get("run_id")} for t in front],
@@ -117,9 +126,10 @@ def summarise_study(study: Any, front: Sequence[Any], objectives: Sequence[str],
     variant (differences with CIs and p-values), as metrics and a description."""
     import optuna
 
-    failed = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
-    metrics: dict[str, Any] = {"trials": len(study.trials), "trials_failed": failed, "pareto_size": len(front)}
-    lines = [f"Optuna NSGA-II, {len(study.trials)} trials ({failed} failed), {len(front)} on the Pareto front."]
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    metrics: dict[str, Any] = {"trials": len(study.trials), "trials_failed": len(failed), "pareto_size": len(front)}
+    lines = [f"Optuna NSGA-II, {len(study.trials)} trials ({len(failed)} failed), {len(front)} on the Pareto front."]
+    lines += [f"Trial {t.number} failed: {t.user_attrs.get('failure', 'no reason recorded (killed?)')}." for t in failed]
     for i, objective in enumerate(objectives):
         finite = [t for t in front if abs(t.values[i]) != float("inf")]
         if finite:
