@@ -33,8 +33,8 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
     mode = metric_mode(mode_name)
     examples = load_examples(data, split="validation", n=n)
     texts, tokens = [e.text for e in examples], [e.text.split() for e in examples]
+    cache = ProbeCache(cache_path)  # first: a corrupt cache is reported before the model loads
     lm = make_lm(lm_spec, api_base=api_base, cache=True)
-    cache = ProbeCache(cache_path)
     start = time.perf_counter()
     faithfulness: dict[str, dict[str, Any]] = {}
     agreements: dict[str, dict[str, Any]] = {}

@@ -8,6 +8,7 @@ run itself (``mlflow.source.git.commit``).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -30,6 +31,10 @@ def _mlflow() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network: skip a cost-map download
     import mlflow
 
+    # "Creating initial MLflow database tables..." on every new store is noise between our own lines
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     return mlflow
 
 
@@ -42,11 +47,52 @@ def tracking_uri(uri: str | None = None) -> str:
     return f"sqlite:///{DEFAULT_DIR}/mlflow.db"
 
 
+class RunNotFound(InputError):
+    """No run to export, or a run without what an export needs."""
+
+
+class TrackingStoreError(InputError):
+    """The tracking store cannot be opened or written."""
+
+
+def open_store(uri: str | None = None) -> Any:
+    """Point MLflow at the store and check that it opens, before any work is done; a client for it."""
+    mlflow = _mlflow()
+    resolved = tracking_uri(uri)
+    fix = "pass --tracking-uri sqlite:///<a writable folder>/mlflow.db"
+    if resolved.startswith("sqlite:///"):
+        folder = Path(resolved.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingStoreError(f"tracking store {resolved}: cannot create {folder} ({exc.strerror}); {fix}") from exc
+        if not os.access(folder, os.W_OK):
+            raise TrackingStoreError(f"tracking store {resolved}: {folder} is not writable; {fix}")
+    mlflow.set_tracking_uri(resolved)
+    try:
+        client = mlflow.MlflowClient()
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # MLflow raises SQLAlchemy, REST and its own errors here
+        reason = str(exc).splitlines()[0][:200]
+        raise TrackingStoreError(f"tracking store {resolved} cannot be opened ({type(exc).__name__}: {reason}); "
+                                 f"{fix}, or move a corrupt database aside") from exc
+    return client
+
+
+def get_run(client: Any, run_id: str, uri: str | None = None) -> Any:
+    """A run by id, or RunNotFound naming it."""
+    try:
+        return client.get_run(run_id)
+    except Exception as exc:  # MlflowException(RESOURCE_DOES_NOT_EXIST) or a malformed id
+        raise RunNotFound(f"no MLflow run {run_id!r} in {tracking_uri(uri)}: copy a run id from `selfx ui`, "
+                          "or pass --experiment NAME") from exc
+
+
 def use_experiment(uri: str | None, experiment: str) -> str:
     """Point MLflow at the store and experiment (created with artifacts beside a SQLite store); its id."""
     mlflow = _mlflow()
+    open_store(uri)
     resolved = tracking_uri(uri)
-    mlflow.set_tracking_uri(resolved)
     if mlflow.get_experiment_by_name(experiment) is None and resolved.startswith("sqlite:///"):
         # artifacts beside the database, not in the working directory's default location
         root = Path(resolved.removeprefix("sqlite:///")).parent.resolve()
@@ -221,18 +267,12 @@ def download_program(run_id: str, folder: Path) -> Path:
                                                        dst_path=str(folder)))
 
 
-class RunNotFound(InputError):
-    """No run to export, or a run without what an export needs."""
-
-
 def find_variant_run(experiment: str, *, metric: str = "accuracy", run_id: str | None = None,
                      uri: str | None = None) -> Any:
     """A variant run: the given one, or the nested variant run with the highest ``metric``."""
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri(uri))
-    client = mlflow.MlflowClient()
+    client = open_store(uri)
     if run_id:
-        return client.get_run(run_id)
+        return get_run(client, run_id, uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise RunNotFound(f"no MLflow experiment {experiment!r}; run `selfx run` first or pass --experiment")
@@ -260,10 +300,8 @@ def register_prompt(name: str, template: Any, *, message: str, tags: Mapping[str
 
 def run_data(run_id: str, uri: str | None = None) -> dict[str, Any]:
     """A run as plain data: info, params, metrics, tags, its nested runs, and its JSON and text artifacts."""
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri(uri))
-    client = mlflow.MlflowClient()
-    run = client.get_run(run_id)
+    client = open_store(uri)
+    run = get_run(client, run_id, uri)
     children = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
                                   order_by=["attributes.start_time ASC"], max_results=1000)
     return {**_plain(run, client), "children": [_plain(child, client) for child in children]}
@@ -271,9 +309,7 @@ def run_data(run_id: str, uri: str | None = None) -> dict[str, Any]:
 
 def experiment_runs(experiment: str, uri: str | None = None) -> list[str]:
     """The top-level runs of an experiment, newest first."""
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri(uri))
-    client = mlflow.MlflowClient()
+    client = open_store(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise RunNotFound(f"no MLflow experiment {experiment!r}; see the names with `selfx ui`")

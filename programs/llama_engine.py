@@ -296,7 +296,7 @@ class LlamaCppEngine:
         what the KV cache holds, so the perturbed texts of one review share everything before their first
         difference and a prompt's instructions and demos are evaluated once. Every reading equals the one a
         context gets alone (the same splits: at least two tokens per pass). Multi-sequence passes were
-        measured and not adopted (docs/throughput.md). ``progress(n)`` is called as contexts are read.
+        measured and not adopted (docs/findings.md, Throughput). ``progress(n)`` is called as contexts are read.
         """
         tokenized = [self.tokenize_text(option + closing) for option in options]
         out: list[np.ndarray] = [np.empty(0)] * len(contexts)

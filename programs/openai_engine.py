@@ -48,6 +48,7 @@ class OpenAICompatEngine:
         self._lock = threading.Lock()
 
     def complete(self, request: Any) -> Any:
+        import openai
         from dspy.clients.engines.base import validate_request
         from dspy.lm15 import Message, Response, Usage
 
@@ -70,7 +71,11 @@ class OpenAICompatEngine:
             if config.logprobs > 0:
                 kwargs["top_logprobs"] = config.logprobs
         schema = schema_from_response_format(config.response_format)
-        out = self._create(kwargs, schema)
+        try:
+            out = self._create(kwargs, schema)
+        except openai.APIConnectionError as exc:  # after the client's own retries
+            raise ConnectionError(f"cannot reach the API at {self.api_base} ({exc}): start the server or fix "
+                                  "--api-base") from exc
         choice = out.choices[0]
         usage = out.usage
         return Response(

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-from programs.types import Answer
+from programs.types import Answer, InputError
 
 DEFAULT_CACHE = Path(".selfx-cache") / "probe.sqlite"
 
@@ -28,10 +28,14 @@ class ProbeCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
-        self._db.commit()
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"probe cache {self.path} cannot be used ({exc}): it only holds answers that can be "
+                             "asked again, so delete it or pass --cache with another file") from exc
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Answer]:
         keys = list(keys)

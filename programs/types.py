@@ -24,12 +24,12 @@ def tokenize(text: str) -> tuple[str, ...]:
 
 
 def topk_size(n_tokens: int, fraction: float = 0.2) -> int:
-    """The study's k = max(1, int(0.2 n)).
+    """The study's k = max(1, int(0.2 n)), never more than the review's tokens.
 
-    >>> topk_size(4), topk_size(20), topk_size(39)
-    (1, 4, 7)
+    >>> topk_size(4), topk_size(20), topk_size(39), topk_size(3, 2.0), topk_size(0)
+    (1, 4, 7, 3, 0)
     """
-    return max(1, int(fraction * n_tokens))
+    return min(n_tokens, max(1, int(fraction * n_tokens)))
 
 
 @dataclass(frozen=True)

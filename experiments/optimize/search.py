@@ -34,25 +34,32 @@ from experiments.variants import (
 )
 from programs.lm import make_lm
 from programs.probe_cache import ProbeCache
+from programs.types import InputError
 
 
 def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, Any]:
     import optuna
 
     experiment = f"selfx-{config.name}-optimize"
-    lm = make_lm(config.lm, api_base=config.api_base, cache=True)
-    cache = ProbeCache()
-    train, dev, test = splits(config)
     objectives = list(config.search.objectives)
     directions = ["minimize" if o in MINIMISE else "maximize" for o in objectives]
     storage = config.search.storage
-    if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # a changed config (space, data, objectives) is a new study; more trials extend the same one
     same_study = config_digest(config.model_copy(update={"search": config.search.model_copy(update={"trials": 1})}))[:8]
-    study = optuna.create_study(study_name=f"selfx-{config.name}-{same_study}", storage=storage, directions=directions,
-                                sampler=optuna.samplers.NSGAIISampler(seed=config.seed), load_if_exists=True)
+    try:  # before any model work: a bad storage must not cost a trial
+        if storage.startswith("sqlite:///"):
+            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        study = optuna.create_study(study_name=f"selfx-{config.name}-{same_study}", storage=storage,
+                                    directions=directions, sampler=optuna.samplers.NSGAIISampler(seed=config.seed),
+                                    load_if_exists=True)
+    except Exception as exc:  # SQLAlchemy, OSError and Optuna's own errors
+        reason = str(exc).splitlines()[0][:200]
+        raise InputError(f"search.storage {storage} cannot be used ({type(exc).__name__}: {reason}): point it at "
+                         "a writable sqlite:///path/optuna.db, or move a corrupt database aside") from exc
+    lm = make_lm(config.lm, api_base=config.api_base, cache=True)
+    cache = ProbeCache()
+    train, dev, test = splits(config)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     with tracking.parent_run(experiment, f"{config.name} optimize", uri=uri or config.tracking_uri) as parent:
         dev_logged, test_logged = datasets(config, dev=dev), datasets(config, test=test)

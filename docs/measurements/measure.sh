@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The commands behind docs/findings.md's generated tables (run from the project root, one model job
+# at a time: two llama.cpp jobs on two cores slow each other down several-fold). Each writes one
+# JSON file here; `python -m experiments.findings` then rewrites the tables from them.
+set -euo pipefail
+out=docs/measurements
+run() { local name=$1; shift; [ -s "$out/$name.json" ] || selfx --quiet "$@" --json "$out/$name.json"; }
+
+# Self-explanations through the explained program's own probe (issue 25), Gemma-3-270M default setup
+run gemma_pe_polarity_val100  evaluate --program PE --format polarity --faithfulness --lime-samples 5 --n 100
+run gemma_pe_numeric_val100   evaluate --program PE --format numeric  --faithfulness --lime-samples 5 --n 100
+run gemma_ep_polarity_val200  evaluate --program EP --format polarity --decision all --n 200
+run gemma_ep_polarity_val100  evaluate --program EP --format polarity --faithfulness --n 100
+run smollm2_pe_polarity_val100 evaluate --lm local:smollm2-135m --program PE --format polarity --faithfulness --lime-samples 5 --n 100
+# Throughput (issue 24): side-by-side ratios in one process
+run bench_quick bench --scale quick
+
+# E-P answer-format ablation (outside the programs; see the script's docstring)
+ablation() { local file=$out/ep_answer_formats_${1}demos_n$2.jsonl
+  [ -s "$file" ] || python docs/measurements/ep_answer_formats.py "$3" "$2" "$1" > "$file"; }
+ablation 8 100 json:21,json:polarity,text:21,text:polarity,text:5,json:5
+ablation 16 200 P:none,json:polarity,textS:5,textS:polarity

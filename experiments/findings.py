@@ -1,0 +1,161 @@
+"""The measured tables of ``docs/findings.md``, rendered from the JSON files in ``docs/measurements/``.
+
+``docs/measurements/measure.sh`` holds the commands that write those files. In ``findings.md`` every table
+sits between ``<!-- table: NAME -->`` and ``<!-- end: NAME -->``; ``python -m experiments.findings`` rewrites
+those blocks and ``--check`` fails when one is stale, so a table cannot drift from its measurement. The
+prose around them is written by hand from the same tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+FINDINGS = ROOT / "docs" / "findings.md"
+MEASUREMENTS = ROOT / "docs" / "measurements"
+BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
+PROGRAMS = {"P": "P", "PE": "P-E", "EP": "E-P", "PE-topk": "P-E top-k", "EP-topk": "E-P top-k"}
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(row: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    if row.get(key) is None:
+        return "n/a"
+    return f"{_num(row[key], digits)} [{_num(row.get(key + '_ci_low'), digits)}, {_num(row.get(key + '_ci_high'), digits)}]"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _evaluations(folder: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(file stem, program, row) of every ``selfx evaluate --json`` file, in file-name order."""
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for program, row in data.items():
+            if isinstance(row, dict) and "accuracy" in row and "format" in row:
+                out.append((path.stem, program, row))
+    return out
+
+
+def self_explanations(folder: Path) -> str:
+    """Faithfulness of self-explanations through the explained program's own probe, baselines beside them."""
+    header = ["model", "program", "format", "n", "accuracy", "comprehensiveness (bins)", "random", "occlusion",
+              "LIME", "self - random (paired)", "self - occlusion (paired)", "self / occlusion",
+              "Spearman vs own occlusion", "s/review (median)", "file"]
+    rows = []
+    for stem, program, r in _evaluations(folder):
+        if "comprehensiveness_bins" not in r:
+            continue
+        occlusion = r.get("occlusion_comprehensiveness_bins")
+        share = r["comprehensiveness_bins"] / occlusion if occlusion else None
+        rows.append([r["model"], PROGRAMS.get(program, program), r["format"], str(r["n"]), _num(r["accuracy"]),
+                     _ci(r, "comprehensiveness_bins"), _ci(r, "random_comprehensiveness_bins"),
+                     _ci(r, "occlusion_comprehensiveness_bins"), _ci(r, "lime_comprehensiveness_bins"),
+                     _ci(r, "comprehensiveness_bins_vs_random") + f", p {_num(r.get('comprehensiveness_bins_vs_random_p_value'))}",
+                     _ci(r, "comprehensiveness_bins_vs_occlusion"), _num(share, 2),
+                     _ci(r, "spearman_vs_occlusion"), _num(r["seconds_per_example_median"], 2), f"`{stem}.json`"])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def decision_rules(folder: Path) -> str:
+    """Accuracy and AUC under every decision rule (``evaluate --decision all``)."""
+    header = ["model", "program", "format", "demos", "n", "batch accuracy [95 % CI]", "AUC", "contextual",
+              "logprob", "s/review (median)", "file"]
+    rows = []
+    for stem, program, r in _evaluations(folder):
+        rules = r.get("decisions")
+        if not rules:
+            continue
+        batch = rules["batch"]
+        rows.append([r["model"], PROGRAMS.get(program, program), r["format"], str(r["demos"]), str(r["n"]),
+                     f"{_num(batch['accuracy'])} [{_num(batch['accuracy_ci'][0], 2)}, {_num(batch['accuracy_ci'][1], 2)}]",
+                     _num(batch["auc"]), _num(rules["contextual"].get("accuracy")),
+                     _num(rules["logprob"].get("accuracy")), _num(r["seconds_per_example_median"], 2),
+                     f"`{stem}.json`"])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def answer_formats(folder: Path) -> str:
+    """The E-P answer-format ablation (``ep_answer_formats.py``): one row per answer style and value grid."""
+    styles = {"P": "prediction only", "json": "JSON", "text": "plain text, `Label:`", "textS": "plain text, `Sentiment:`"}
+    grids = {"none": "-", "21": "21 numbers (-1.0 .. 1.0)", "5": "5 numbers", "polarity": "polarity words"}
+    rows = []
+    for path in sorted(folder.glob("ep_answer_formats_*.jsonl")):
+        demos = re.search(r"(\d+)demos", path.stem)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            rows.append([demos.group(1) if demos else "?", str(r["n"]), styles.get(r["style"], r["style"]),
+                         grids.get(r["grid"], r["grid"]), _num(r["batch_accuracy"]), _num(r["auc"]),
+                         _num(r["s_per_review"], 2), _num(r["answer_tokens"], 1)])
+    header = ["demos", "n", "answer", "explanation values", "batch accuracy", "AUC", "s/review (median)",
+              "answer tokens"]
+    return _markdown(header, rows) if rows else "_not measured yet_"
+
+
+def throughput(folder: Path) -> str:
+    """``selfx bench``: the probe's paths side by side, the study cold and cached, the API at concurrency."""
+    header = ["model", "probe texts", "texts/s serial", "texts/s trie walk", "speed-up", "tokens/text serial",
+              "tokens/text trie walk", "% of raw llama.cpp", "study cold (s)", "study cached (s)",
+              "API texts/s at 1 / 4", "file"]
+    rows = []
+    for path in sorted(folder.glob("bench_*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        api = (f"{_num(r['api_texts_per_second_concurrency_1'], 1)} / {_num(r['api_texts_per_second_concurrency_4'], 1)}"
+               if "api_speedup" in r else "-")
+        rows.append([r["model"], str(r["probe_texts"]), _num(r["probe_texts_per_second_serial"], 1),
+                     _num(r["probe_texts_per_second_batched"], 1), f"{r['probe_speedup']:.2f}x",
+                     _num(r["tokens_per_text_serial"], 1), _num(r["tokens_per_text_batched"], 1),
+                     f"{100 * r['probe_fraction_of_raw']:.0f} %",
+                     f"{r['study_seconds_cold']:.0f} ({r['scale']})", _num(r["study_seconds_cached"], 1), api,
+                     f"`{path.name}`"])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+TABLES: dict[str, Callable[[Path], str]] = {
+    "self-explanations": self_explanations,
+    "decision-rules": decision_rules,
+    "answer-formats": answer_formats,
+    "throughput": throughput,
+}
+
+
+def render(text: str, folder: Path = MEASUREMENTS) -> str:
+    """``text`` with every table block rewritten from the measurements in ``folder``."""
+    def replace(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name not in TABLES:
+            raise ValueError(f"docs/findings.md names an unknown table {name!r}; known: {list(TABLES)}")
+        return f"{match.group(1)}{TABLES[name](folder)}\n{match.group(4)}"
+    return BLOCK.sub(replace, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.findings", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if docs/findings.md is not current")
+    args = parser.parse_args(argv)
+    current = FINDINGS.read_text(encoding="utf-8")
+    fresh = render(current)
+    if args.check:
+        if fresh != current:
+            print("docs/findings.md is stale: run python -m experiments.findings", file=sys.stderr)
+            return 1
+        return 0
+    FINDINGS.write_text(fresh, encoding="utf-8")
+    print(f"wrote {FINDINGS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
