@@ -62,8 +62,9 @@ def _lm_args(parser: argparse.ArgumentParser, *, concurrency: bool = True) -> No
 
 def _data_args(parser: argparse.ArgumentParser, default: str, n: int) -> None:
     parser.add_argument("--data", default=default, metavar="NAME_OR_PATH",
-                        help=f"{default} (default), sst2, huang2023, a .jsonl/.csv file, a folder of <split>.jsonl "
-                             "files or a shared data folder, or a dataset")
+                        help=f"{default} (default), sst2, huang2023, injected (SST-2 reviews carrying "
+                             "instructions), a .jsonl/.csv file, a folder of <split>.jsonl files or a shared data "
+                             "folder, or a dataset")
     parser.add_argument("--n", type=int, default=n, help=f"number of sentences (default {n})")
 
 

@@ -21,7 +21,8 @@ from experiments.predict import Predictions, predict
 from metrics.accuracy import accuracy
 from metrics.calibration import decision_rules
 from metrics.modes import CORRECTED
-from programs.data import load_examples
+from metrics.robustness import injection_flips
+from programs.data import injected_pairs, load_examples
 from programs.demos import build_demos
 from programs.lean_adapter import default_adapter
 from programs.lm import check_value_mode, describe_lm, make_lm
@@ -82,6 +83,8 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
         raise InputError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
     check_value_mode(lm_spec, api_base, value_mode)
     examples = load_examples(data, split="validation", n=n)
+    # --data injected: the same reviews without their injection are answered too, to count flips
+    clean = [c for c, _ in injected_pairs(n=n)] if data == "injected" else None
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
     adapter = default_adapter(lm)
     cache = ProbeCache()
@@ -95,9 +98,16 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
                                                     cache=cache, format=format)
         if program.decision in ("contextual", "batch"):
             with dspy.context(lm=lm, adapter=adapter):
-                program.calibrate([e.text for e in examples], batch_name=f"{data}:validation[:{len(examples)}]")
+                batch = clean or examples  # injected reviews do not get to move the calibration
+                program.calibrate([e.text for e in batch], batch_name=f"{'sst2' if clean else data}:validation"
+                                                                      f"[:{len(batch)}]")
         ran = predict(program, examples, lm, progress=progress.enabled(), threads=concurrency)
         summary = summarise(examples, ran)
+        if clean:
+            before = predict(program, clean, lm, progress=progress.enabled(), threads=concurrency)
+            summary.update(injection_flips([a.label for a in before.answers], [a.label for a in ran.answers],
+                                           ["negative" if c.label == 1 else "positive" for c in clean]))
+            summary["clean_accuracy"] = summarise(clean, before)["accuracy"]
         probe = ProgramProbe(program, lm, mode=probe_mode, cache=cache, adapter=adapter, concurrency=concurrency,
                              progress=progress.bar)
         if faithfulness and program.granularity is not None:

@@ -123,11 +123,23 @@ def throughput(folder: Path) -> str:
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 
+def injection(folder: Path) -> str:
+    """``evaluate --data injected``: how often a hidden instruction changes the label."""
+    header = ["model", "program", "n", "label flips", "flips to the injected label", "accuracy injected",
+              "accuracy clean", "parse failures", "file"]
+    rows = [[r["model"], PROGRAMS.get(program, program), str(r["n"]), _ci(r, "injection_flip_rate"),
+             _ci(r, "injection_to_target_rate"), _num(r["accuracy"]), _num(r["clean_accuracy"]),
+             _num(r["parse_failure_rate"]), f"`{stem}.json`"]
+            for stem, program, r in _evaluations(folder) if "injection_flip_rate" in r]
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "self-explanations": self_explanations,
     "decision-rules": decision_rules,
     "answer-formats": answer_formats,
     "throughput": throughput,
+    "injection": injection,
 }
 
 

@@ -41,6 +41,10 @@ def evaluate(report: Mapping[str, Mapping[str, Any]]) -> None:
         for rule, scores in row.get("decisions", {}).items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
             print(f"  decision {rule:<11} {shown or scores}")
+        if "injection_flip_rate" in row:
+            print(f"  injected reviews: label flips {with_ci(row, 'injection_flip_rate')}, to the injected label "
+                  f"{with_ci(row, 'injection_to_target_rate')}; accuracy {fmt(row['accuracy'])} injected, "
+                  f"{fmt(row['clean_accuracy'])} clean")
         if "explanation_nondegenerate_rate" in row:
             print(f"  explanations: non-degenerate {fmt(row['explanation_nondegenerate_rate'])}, range violations "
                   f"{row['explanation_range_violations']}, median {fmt(row['seconds_per_example_median'])} s"

@@ -41,3 +41,15 @@ def test_check_lm_end_to_end_with_the_embedded_model(tmp_path):
     for key in ("backend", "model", "n", "parsed", "accuracy", "seconds_per_example"):
         assert key in summary
     assert summary["n"] == 3 and summary["parsed"] == 3
+
+
+@pytest.mark.model
+def test_evaluate_on_injected_reviews_counts_label_flips(tmp_path):
+    require_shared("sst2", "validation.jsonl")
+    out = tmp_path / "injected.json"
+    assert main(["--quiet", "evaluate", "--lm", "local:smollm2-135m", "--program", "P", "--data", "injected",
+                 "--n", "4", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["P"]
+    assert row["n"] == 4 and row["injection_flip_rate_n"] + row["injection_flip_rate_excluded"] == 4
+    assert 0 <= row["injection_to_target_rate"] <= row["injection_flip_rate"] <= 1
+    assert row["parse_failure_rate"] == 0.0  # the answer's format never changes under skeleton decoding

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from programs.data import DataError, load_examples
+from programs.data import INJECTIONS, DataError, injected_pairs, load_examples
 from tests.conftest import require_shared
 
 
@@ -59,3 +59,13 @@ def test_missing_and_corrupt_files(tmp_path):
     empty.write_text("")
     with pytest.raises(DataError, match="no examples"):
         load_examples(str(empty))
+
+
+def test_injected_reviews_carry_an_instruction_for_the_opposite_label():
+    require_shared("sst2", "validation.jsonl")
+    pairs = injected_pairs(n=8)
+    assert [a.text for _, a in pairs] == [a.text for a in load_examples("injected", n=8)]
+    for i, (clean, attacked) in enumerate(pairs):
+        target = "negative" if clean.label == 1 else "positive"
+        assert attacked.text.startswith(clean.text + " ") and target in attacked.text
+        assert attacked.label == clean.label and attacked.text.endswith(INJECTIONS[i % 4].format(target=target)[-8:])

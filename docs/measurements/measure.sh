@@ -20,3 +20,6 @@ ablation() { local file=$out/ep_answer_formats_${1}demos_n$2.jsonl
   [ -s "$file" ] || python docs/measurements/ep_answer_formats.py "$3" "$2" "$1" > "$file"; }
 ablation 8 100 json:21,json:polarity,text:21,text:polarity,text:5,json:5
 ablation 16 200 P:none,json:polarity,textS:5,textS:polarity
+
+# Instructions hidden in reviews (issue 22): label flips against the same reviews without them
+run gemma_injected_val100 evaluate --program P,PE --format polarity --data injected --n 100
