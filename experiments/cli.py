@@ -292,7 +292,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     _log_tables(args, report, "selfx-study", f"study {report['model']} {args.mode}",
                 {k: report[k] for k in ("backend", "model", "mode", "data", "n_sentences", "probe_mode", "p_source",
                                         "value_mode")},
-                {**probe_stats, "wall_seconds": report["wall_seconds"]}, files)
+                {**probe_stats, **{f"program_failures/{k}": v for k, v in report["program_failures"].items()},
+                 "wall_seconds": report["wall_seconds"]}, files)
     return 0
 
 

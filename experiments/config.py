@@ -116,6 +116,9 @@ class SearchConfig(_Strict):
     optimizer_budget: PositiveInt = 12  # metric calls GEPA may spend, candidate trials MIPROv2 may run
     space: dict[str, tuple[Any, ...]] = Field(default_factory=_default_space)
     storage: str = "sqlite:///mlruns/optuna.db"
+    # a running trial writes a heartbeat this often; one silent for twice as long (its process was killed)
+    # is marked failed by Optuna when the study next runs
+    heartbeat_seconds: PositiveInt = 30
 
     @pydantic.field_validator("space", mode="before")
     @classmethod

@@ -49,4 +49,8 @@ def llama_server(model: str = "smollm2-135m", *, n_ctx: int = 4096, timeout: flo
         yield base
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # busy in a long evaluation: stop it for good
+            process.kill()
+            process.wait()

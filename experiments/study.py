@@ -39,6 +39,7 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
     faithfulness: dict[str, dict[str, Any]] = {}
     agreements: dict[str, dict[str, Any]] = {}
     probes: dict[str, dict[str, int]] = {}
+    failed: dict[str, int] = {}  # program answers that failed (parse, transport, context), counted and excluded
     for order, full, topk in ORDERS:
         program = SentimentProgram(full, value_mode=value_mode, format=format)
         topk_program = SentimentProgram(topk)
@@ -48,10 +49,12 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
                                   progress=progress.bar)
         originals = probe.answers(texts)
         explained = predict(program, examples, lm, threads=concurrency, progress=progress.enabled())
+        failed[order] = sum(not a.ok for a in explained.answers)
         kinds = {"self": [Explanation.of(a) for a in explained.attributions],
                  **explain(("occlusion", "lime", "random"), tokens, probe, mode=mode, seed=seed,
                            lime_samples_per_token=lime_samples_per_token)}
         explained = predict(topk_program, examples, lm, threads=concurrency, progress=progress.enabled())
+        failed[f"{order} top-k"] = sum(not a.ok for a in explained.answers)
         topk_kind = {"topk": [Explanation.of(a) for a in explained.attributions]}
         # corrected mode measures top-k by the paper's single step; compat by the 2024 code's padded ranking
         topk_protocol = "padded" if mode.noise else "single-step"
@@ -73,5 +76,5 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
     probes["P"] = {**probe.stats.as_dict(), **probe.describe()}
     return {**describe_lm(lm), "mode": mode.name, "data": data, "n_sentences": len(examples), "probe_mode": probe_mode,
             "p_source": probe.p_source, "value_mode": value_mode, "format": format, "faithfulness": faithfulness,
-            "agreement": agreements, "probe_stats": probes, "wall_seconds": time.perf_counter() - start,
+            "agreement": agreements, "probe_stats": probes, "program_failures": failed, "wall_seconds": time.perf_counter() - start,
             "cache_entries": len(cache)}

@@ -186,6 +186,7 @@ def parent_run(experiment: str, name: str, *, digest: str | None = None, resume:
     previous = _interrupted_parent(experiment_id, digest) if resume and digest else None
     if previous is not None:
         parent = ParentRun(previous.info.run_id, resumed=True, finished=_finished_variants(previous))
+        _fail_unfinished_children(previous)
         opened = mlflow.start_run(run_id=previous.info.run_id)
     else:
         opened = mlflow.start_run(run_name=name, tags={DIGEST_TAG: digest} if digest else None)
@@ -200,6 +201,18 @@ def _interrupted_parent(experiment_id: str, digest: str) -> Any | None:
         [experiment_id], filter_string=f"tags.`{DIGEST_TAG}` = '{digest}'",
         order_by=["attributes.start_time DESC"], max_results=1)
     return found[0] if found and found[0].info.status != "FINISHED" else None
+
+
+def _fail_unfinished_children(parent: Any) -> None:
+    """A killed process leaves its last child run RUNNING: mark it FAILED so the resumed parent shows each
+    variant once as finished (its re-run is a new child)."""
+    client = _mlflow().MlflowClient()
+    for run in client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="FAILED")
+            client.set_tag(run.info.run_id, NOTE_TAG, "Interrupted (the process was killed); the resumed parent "
+                                                      "ran this variant again.")
 
 
 def _finished_variants(parent: Any) -> dict[str, dict[str, Any]]:

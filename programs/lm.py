@@ -72,13 +72,25 @@ def make_lm(spec: str = "local", *, api_base: str | None = None, temperature: fl
     if parsed.backend == "openai-compatible":
         from programs.openai_engine import OpenAICompatEngine
 
-        engine = OpenAICompatEngine(parsed.model, api_base=parsed.api_base or "")
+        engine = OpenAICompatEngine(parsed.model, api_base=parsed.api_base or "", timeout=api_timeout())
         return dspy.LM(f"openai-compatible/{parsed.model}", engine=engine, temperature=temperature,
                        max_tokens=max_tokens, cache=cache)
     if not os.environ.get("OPENAI_API_KEY"):
         raise LMSpecError(f"{spec} needs the OPENAI_API_KEY environment variable (keys are read only from "
                           "the environment), or pass --api-base for an OpenAI-compatible server")
     return dspy.LM(parsed.model, temperature=temperature, max_tokens=max_tokens, cache=cache)
+
+
+def api_timeout() -> float:
+    """Seconds an API request may take before the client retries it: ``$SELFX_API_TIMEOUT``, default 120."""
+    raw = os.environ.get("SELFX_API_TIMEOUT", "120")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise InputError(f"SELFX_API_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return seconds
 
 
 def supports_expected_values(spec: str, api_base: str | None = None) -> bool:

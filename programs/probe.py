@@ -35,6 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import dspy
+from dspy.utils.exceptions import (
+    LMRateLimitError,
+    LMServerError,
+    LMTimeoutError,
+    LMTransportError,
+    LMUnexpectedError,
+)
 
 from programs.lean_adapter import default_adapter
 from programs.lm import describe_lm, is_embedded
@@ -58,6 +65,11 @@ class Probe(Protocol):
     p_source: str
 
     def answers(self, texts: Sequence[str]) -> list[Answer | None]: ...
+
+
+CHUNK = 256  # texts asked and stored per cache transaction
+# errors left after the client's own retries that fail one text, not the study (auth and config errors still raise)
+TRANSIENT = (LMRateLimitError, LMServerError, LMTimeoutError, LMTransportError, LMUnexpectedError)
 
 
 @dataclass
@@ -159,28 +171,32 @@ class ProgramProbe:
         keys = {text: cache_key(*self._key_parts, text) for text in unseen}
         cached = self.cache.get_many(keys.values()) if self.cache is not None and keys else {}
         found = {text: cached[key] for text, key in keys.items() if key in cached}
-        missing = [text for text in unseen if text not in found]
-        fresh = dict(zip(missing, self._ask(missing)))
-        if self.cache is not None and fresh:
-            self.cache.put_many({keys[text]: answer for text, answer in fresh.items()})
         self._memo.update(found)
-        self._memo.update(fresh)
+        missing = [text for text in unseen if text not in found]
+        failures = 0
+        with self.progress(len(missing), f"probe {self.program.name}") as bar:
+            # asked and stored chunk by chunk: a killed process loses at most one chunk of answers
+            for start in range(0, len(missing), CHUNK):
+                chunk = missing[start:start + CHUNK]
+                fresh = dict(zip(chunk, self._ask(chunk, bar.update), strict=True))
+                if self.cache is not None:
+                    # failures are not stored: a rerun asks again (a timeout or a 500 may not repeat)
+                    self.cache.put_many({keys[text]: answer for text, answer in fresh.items() if answer.ok})
+                self._memo.update(fresh)
+                failures += sum(not a.ok for a in fresh.values())
         with self.stats.lock:
             self.stats.requested += len(texts)
             self.stats.unique += len(unique)
             self.stats.cache_hits += len(unique) - len(missing)
             self.stats.model_calls += len(missing)
-            self.stats.failures += sum(not a.ok for a in fresh.values())
+            self.stats.failures += failures
         return [self._memo[text] for text in texts]
 
-    def _ask(self, texts: Sequence[str]) -> list[Answer]:
-        if not texts:
-            return []
+    def _ask(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
         bias = self.program.label_bias
-        with self.progress(len(texts), f"probe {self.program.name}") as bar:
-            if self.reading == "decoded":
-                return [calibrated(answer, bias) for answer in self._decoded(texts, bar.update)]
-            return [calibrated(answer, bias) for answer in self._slot_readings(texts, bar.update)]
+        if self.reading == "decoded":
+            return [calibrated(answer, bias) for answer in self._decoded(texts, update)]
+        return [calibrated(answer, bias) for answer in self._slot_readings(texts, update)]
 
     def _slot_readings(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
         engine = self.lm.engine
@@ -198,8 +214,12 @@ class ProgramProbe:
         """The program run on each text; up to ``concurrency`` requests in flight (API servers batch them), answers
         in input order whatever order they arrive in."""
         def one(text: str) -> Answer:
-            with dspy.context(lm=self.lm, adapter=self.adapter):
-                answer = to_answer(self.program(review=text))
+            try:
+                with dspy.context(lm=self.lm, adapter=self.adapter):
+                    answer = to_answer(self.program(review=text))
+            except TRANSIENT as exc:
+                # the client has already retried (429, 5xx, timeouts): a counted failure, never a default label
+                answer = Answer(label=None, failure=f"transport: {str(exc).splitlines()[0][:300]}")
             update(1)
             return answer
 

@@ -125,6 +125,8 @@ def to_answer(prediction: Any) -> Answer:
     if failure:
         return Answer.failed(failure, raw=getattr(prediction, "raw", None))
     label, confidence = prediction.label, float(prediction.confidence)
+    if not 0.0 <= confidence <= 1.0:  # an API model's answer the schema did not bound: counted, not scored
+        return Answer.failed(f"range: confidence {confidence} outside [0, 1]", raw=getattr(prediction, "raw", None))
     p_positive = {"stated": stated_p_positive(label, confidence)}
     label_lp = label_log_probs(getattr(prediction, "logprobs", None))
     if label_lp is not None:

@@ -49,6 +49,12 @@ def test_a_failed_parse_is_counted_never_a_default():
     assert "maybe" in answer.raw
 
 
+def test_a_confidence_outside_the_unit_interval_is_a_counted_failure():
+    # an API model once answered confidence 3.0 and crashed a whole study; now it is one excluded answer
+    answer = to_answer(dspy.Prediction(label="positive", confidence=3.0, failure=None))
+    assert not answer.ok and answer.failure.startswith("range: confidence 3.0")
+
+
 def test_api_answers_are_aligned_with_a_stated_policy():
     tokens = ["good", ",", "very", "good"]
     exact = align_full(tokens, [["good", 0.5], [",", 0.0], ["very", 0.2], ["good", 0.4]])

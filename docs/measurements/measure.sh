@@ -10,8 +10,10 @@ run() { local name=$1; shift; [ -s "$out/$name.json" ] || selfx --quiet "$@" --j
 run gemma_pe_polarity_val100  evaluate --program PE --format polarity --faithfulness --lime-samples 5 --n 100
 run gemma_pe_numeric_val100   evaluate --program PE --format numeric  --faithfulness --lime-samples 5 --n 100
 run gemma_ep_polarity_val200  evaluate --program EP --format polarity --decision all --n 200
-run gemma_ep_polarity_val100  evaluate --program EP --format polarity --faithfulness --n 100
+# Instructions hidden in reviews (issue 22): label flips against the same reviews without them
+run gemma_injected_val100 evaluate --program P,PE --format polarity --data injected --n 100
 run smollm2_pe_polarity_val100 evaluate --lm local:smollm2-135m --program PE --format polarity --faithfulness --lime-samples 5 --n 100
+run gemma_ep_polarity_val100  evaluate --program EP --format polarity --faithfulness --n 100
 # Throughput (issue 24): side-by-side ratios in one process
 run bench_quick bench --scale quick
 
@@ -20,6 +22,3 @@ ablation() { local file=$out/ep_answer_formats_${1}demos_n$2.jsonl
   [ -s "$file" ] || python docs/measurements/ep_answer_formats.py "$3" "$2" "$1" > "$file"; }
 ablation 8 100 json:21,json:polarity,text:21,text:polarity,text:5,json:5
 ablation 16 200 P:none,json:polarity,textS:5,textS:polarity
-
-# Instructions hidden in reviews (issue 22): label flips against the same reviews without them
-run gemma_injected_val100 evaluate --program P,PE --format polarity --data injected --n 100

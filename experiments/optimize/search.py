@@ -46,29 +46,38 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, A
     storage = config.search.storage
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # a changed config (space, data, objectives) is a new study; more trials extend the same one
-    same_study = config_digest(config.model_copy(update={"search": config.search.model_copy(update={"trials": 1})}))[:8]
+    same_search = config.search.model_copy(update={"trials": 1, "heartbeat_seconds": 30})
+    same_study = config_digest(config.model_copy(update={"search": same_search}))[:8]
     try:  # before any model work: a bad storage must not cost a trial
         if storage.startswith("sqlite:///"):
             Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if storage.startswith(("sqlite:", "postgresql", "mysql")):
+            # heartbeats let Optuna fail the trial of a killed process (and, later, of a killed worker)
+            storage = optuna.storages.RDBStorage(storage, heartbeat_interval=config.search.heartbeat_seconds,
+                                                 grace_period=2 * config.search.heartbeat_seconds)
         study = optuna.create_study(study_name=f"selfx-{config.name}-{same_study}", storage=storage,
                                     directions=directions, sampler=optuna.samplers.NSGAIISampler(seed=config.seed),
                                     load_if_exists=True)
     except Exception as exc:  # SQLAlchemy, OSError and Optuna's own errors
         reason = str(exc).splitlines()[0][:200]
-        raise InputError(f"search.storage {storage} cannot be used ({type(exc).__name__}: {reason}): point it at "
+        raise InputError(f"search.storage {config.search.storage} cannot be used ({type(exc).__name__}: {reason}): point it at "
                          "a writable sqlite:///path/optuna.db, or move a corrupt database aside") from exc
     lm = make_lm(config.lm, api_base=config.api_base, cache=True)
     cache = ProbeCache()
     train, dev, test = splits(config)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    with tracking.parent_run(experiment, f"{config.name} optimize", uri=uri or config.tracking_uri) as parent:
+    optuna.storages.fail_stale_trials(study)
+    # an interrupted optimisation reopens its parent run (the same Optuna study), so a kill leaves no orphan
+    with tracking.parent_run(experiment, f"{config.name} optimize", digest=same_study, resume=True,
+                             uri=uri or config.tracking_uri) as parent:
         dev_logged, test_logged = datasets(config, dev=dev), datasets(config, test=test)
         parent.log_inputs(datasets(config, dev=dev, test=test))
         parent.log_params({"config": config.name, "objectives": ",".join(objectives), "trials": config.search.trials,
                            "optimizer_metric": config.search.optimizer_metric,
                            "faithfulness_weight": config.search.faithfulness_weight,
                            "optimizer_budget": config.search.optimizer_budget,
-                           "space": json.dumps(config.search.space), "storage": storage, "sampler": "NSGA-II"})
+                           "space": json.dumps(config.search.space), "storage": config.search.storage,
+                           "sampler": "NSGA-II"})
 
         def objective(trial: optuna.Trial) -> tuple[float, ...]:
             try:
