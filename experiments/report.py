@@ -176,7 +176,9 @@ def render(data: dict[str, Any]) -> str:
 
     environment = jinja2.Environment(loader=jinja2.PackageLoader("experiments", "templates"),
                                      autoescape=jinja2.select_autoescape(["html", "j2"]))
-    environment.filters["num"] = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}f}"
+    # a figure a run did not log (a failed trial, a comparison without a p-value) reads "n/a"
+    environment.filters["num"] = lambda v, digits=3: ("n/a" if v is None or isinstance(v, jinja2.Undefined)
+                                                      else f"{v:.{digits}f}")
     return environment.get_template("report.html.j2").render(**data)
 
 

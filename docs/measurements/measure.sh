@@ -9,9 +9,9 @@ run() { local name=$1; shift; [ -s "$out/$name.json" ] || selfx --quiet "$@" --j
 # Self-explanations through the explained program's own probe (issue 25), Gemma-3-270M default setup
 run gemma_pe_polarity_val100  evaluate --program PE --format polarity --faithfulness --lime-samples 5 --n 100
 run gemma_pe_numeric_val100   evaluate --program PE --format numeric  --faithfulness --lime-samples 5 --n 100
-run gemma_ep_polarity_val200  evaluate --program EP --format polarity --decision all --n 200
 # Instructions hidden in reviews (issue 22): label flips against the same reviews without them
 run gemma_injected_val100 evaluate --program P,PE --format polarity --data injected --n 100
+run gemma_ep_polarity_val200  evaluate --program EP --format polarity --decision all --n 200
 run smollm2_pe_polarity_val100 evaluate --lm local:smollm2-135m --program PE --format polarity --faithfulness --lime-samples 5 --n 100
 run gemma_ep_polarity_val100  evaluate --program EP --format polarity --faithfulness --n 100
 # Throughput (issue 24): side-by-side ratios in one process
