@@ -158,8 +158,11 @@ class SentimentProgram(dspy.Module):
             prediction = self.predict(**inputs, config=config)
         except AdapterParseError as exc:
             return failed_prediction(f"parse: {str(exc).splitlines()[0][:300]}", getattr(exc, "lm_response", None))
-        except ContextOverflow as exc:
-            return failed_prediction(f"context overflow: {exc}", None)
+        except Exception as exc:  # DSPy wraps engine errors (LMUnexpectedError): look for ours in the chain
+            overflow = _cause(exc, ContextOverflow)
+            if overflow is None:
+                raise
+            return failed_prediction(f"context overflow: {overflow}", None)
         prediction.failure = None
         if "k" in inputs:
             # not named "k": an optimiser turns a prediction's fields into demo fields beside the inputs
@@ -185,3 +188,13 @@ def label_log_odds(prediction: Any) -> float | None:
 
 def failed_prediction(reason: str, raw: str | None) -> dspy.Prediction:
     return dspy.Prediction(label=None, confidence=None, failure=reason, raw=raw)
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in its cause/context chain."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
