@@ -13,6 +13,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ def _mlflow() -> Any:
     # "Creating initial MLflow database tables..." on every new store is noise between our own lines
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # our tables' integer columns (labels, counts) never hold missing values: MLflow's hint is noise here
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
 
     return mlflow
 
