@@ -37,6 +37,9 @@ def _mlflow() -> Any:
         logging.getLogger(name).setLevel(logging.WARNING)
     # our tables' integer columns (labels, counts) never hold missing values: MLflow's hint is noise here
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+    # a data file path is registered twice as a local source; MLflow picks the local-artifact one, which is right
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways",
+                            category=UserWarning)
 
     return mlflow
 
