@@ -30,6 +30,7 @@ DIGEST_TAG = "selfx.config_digest"
 
 def _mlflow() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network: skip a cost-map download
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file is noise
     import mlflow
 
     # "Creating initial MLflow database tables..." on every new store is noise between our own lines
