@@ -13,6 +13,7 @@ from programs.data import load_examples
 from programs.lean_adapter import default_adapter
 from programs.lm import describe_lm, history_tokens, make_lm
 from programs.signatures import Sentiment
+from programs.types import first_line
 
 
 def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, data: str = "sst2") -> dict[str, Any]:
@@ -32,7 +33,7 @@ def check_lm(spec: str = "local", *, api_base: str | None = None, n: int = 10, d
             try:
                 prediction = program(review=example.text)
             except AdapterParseError as exc:
-                failures.append({"id": example.id, "reason": str(exc).splitlines()[0][:200],
+                failures.append({"id": example.id, "reason": first_line(exc, 200),
                                  "raw": str(getattr(exc, "lm_response", ""))[:500]})
             else:
                 parsed += 1

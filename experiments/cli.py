@@ -25,7 +25,7 @@ from experiments.config import (
     ValueMode,
     choices,
 )
-from programs.types import InputError
+from programs.types import InputError, first_line
 
 EXAMPLES = """examples:
   selfx check-lm --n 5                       # embedded model, 5 SST-2 sentences
@@ -403,8 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # everything else failed the job: one clear line; --debug shows the traceback
         if args.debug:
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"selfx {args.command}: failed: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+        print(f"selfx {args.command}: failed: {type(exc).__name__}: {first_line(exc, None)} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
 

@@ -82,9 +82,10 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
     if decision not in (*DECISIONS, "all"):
         raise InputError(f"unknown decision rule {decision!r}; choose one of {[*DECISIONS, 'all']}")
     check_value_mode(lm_spec, api_base, value_mode)
-    examples = load_examples(data, split="validation", n=n)
     # --data injected: the same reviews without their injection are answered too, to count flips
-    clean = [c for c, _ in injected_pairs(n=n)] if data == "injected" else None
+    pairs = injected_pairs(n=n) if data == "injected" else None
+    examples = [a for _, a in pairs] if pairs else load_examples(data, split="validation", n=n)
+    clean = [c for c, _ in pairs] if pairs else None
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
     adapter = default_adapter(lm)
     cache = ProbeCache()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from programs.types import InputError
+from programs.types import InputError, first_line
 
 DEFAULT_DIR = Path("mlruns")
 VARIANT_TAG = "selfx.variant"
@@ -80,8 +80,8 @@ def open_store(uri: str | None = None) -> Any:
         client = mlflow.MlflowClient()
         client.search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises SQLAlchemy, REST and its own errors here
-        reason = str(exc).splitlines()[0][:200]
-        raise TrackingStoreError(f"tracking store {resolved} cannot be opened ({type(exc).__name__}: {reason}); "
+        raise TrackingStoreError(f"tracking store {resolved} cannot be opened ({type(exc).__name__}: "
+                                 f"{first_line(exc, 200)}); "
                                  f"{fix}, or move a corrupt database aside") from exc
     return client
 

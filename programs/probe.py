@@ -49,7 +49,7 @@ from programs.probe_cache import ProbeCache, cache_key
 from programs.readout import to_answer
 from programs.self_explain import SentimentProgram
 from programs.slot_decoder import DECODER_VERSION
-from programs.types import LABELS, Answer
+from programs.types import LABELS, Answer, first_line
 
 PROBE_MODES = ("logprob", "same-program", "zero-shot")
 NEUTRAL_EXPLANATION = "neutral-explanation"
@@ -219,7 +219,7 @@ class ProgramProbe:
                     answer = to_answer(self.program(review=text))
             except TRANSIENT as exc:
                 # the client has already retried (429, 5xx, timeouts): a counted failure, never a default label
-                answer = Answer(label=None, failure=f"transport: {str(exc).splitlines()[0][:300]}")
+                answer = Answer.failed(f"transport: {first_line(exc)}")
             update(1)
             return answer
 

@@ -18,7 +18,7 @@ from programs.lm import is_embedded
 from programs.readout import label_log_probs
 from programs.signatures import SIGNATURES, signature
 from programs.slot_decoder import DecodeOptions
-from programs.types import ContextOverflow, tokenize, topk_size
+from programs.types import ContextOverflow, first_line, tokenize, topk_size
 
 PROGRAM_NAMES = tuple(SIGNATURES)
 ValueMode = Literal["sample", "expected"]
@@ -157,7 +157,7 @@ class SentimentProgram(dspy.Module):
         try:
             prediction = self.predict(**inputs, config=config)
         except AdapterParseError as exc:
-            return failed_prediction(f"parse: {str(exc).splitlines()[0][:300]}", getattr(exc, "lm_response", None))
+            return failed_prediction(f"parse: {first_line(exc)}", getattr(exc, "lm_response", None))
         except Exception as exc:  # DSPy wraps engine errors (LMUnexpectedError): look for ours in the chain
             overflow = _cause(exc, ContextOverflow)
             if overflow is None:

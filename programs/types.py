@@ -18,6 +18,16 @@ class ContextOverflow(ValueError):
     """A prompt (with its answer so far) does not fit the model's context window."""
 
 
+def first_line(exc: BaseException, limit: int | None = 300) -> str:
+    """An exception's message as one line for a failure record or an error line ("" when it has none).
+
+    >>> first_line(ValueError("bad\\nmore")), first_line(TimeoutError())
+    ('bad', '')
+    """
+    lines = str(exc).splitlines()
+    return lines[0][:limit] if lines else ""
+
+
 def tokenize(text: str) -> tuple[str, ...]:
     """The study's tokens: whitespace tokens of the review (repeated words are distinct positions)."""
     return tuple(text.split())

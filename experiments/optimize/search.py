@@ -34,7 +34,7 @@ from experiments.variants import (
 )
 from programs.lm import make_lm
 from programs.probe_cache import ProbeCache
-from programs.types import InputError
+from programs.types import InputError, first_line
 
 
 def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, Any]:
@@ -59,8 +59,8 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, A
                                     directions=directions, sampler=optuna.samplers.NSGAIISampler(seed=config.seed),
                                     load_if_exists=True)
     except Exception as exc:  # SQLAlchemy, OSError and Optuna's own errors
-        reason = str(exc).splitlines()[0][:200]
-        raise InputError(f"search.storage {config.search.storage} cannot be used ({type(exc).__name__}: {reason}): point it at "
+        raise InputError(f"search.storage {config.search.storage} cannot be used ({type(exc).__name__}: "
+                         f"{first_line(exc, 200)}): point it at "
                          "a writable sqlite:///path/optuna.db, or move a corrupt database aside") from exc
     lm = make_lm(config.lm, api_base=config.api_base, cache=True)
     cache = ProbeCache()
@@ -83,7 +83,7 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, A
             try:
                 return measured(trial)
             except ValueError as exc:  # a trial's own failure (its variant cannot run): recorded, then Optuna's
-                trial.set_user_attr("failure", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                trial.set_user_attr("failure", f"{type(exc).__name__}: {first_line(exc)}")
                 raise
 
         def measured(trial: optuna.Trial) -> tuple[float, ...]:
