@@ -180,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             command.add_argument("--fresh", action="store_true",
                                  help="start a new parent run even if an interrupted run of this config can be resumed")
+        if name == "optimize":
+            command.add_argument("--storage", default=None, metavar="URL",
+                                 help="Optuna storage to create or join the study in (default: the config's "
+                                      "search.storage, sqlite:///mlruns/optuna.db); postgresql+psycopg://user@host:"
+                                      "port/db lets workers on several machines share one study")
+            command.add_argument("--workers", type=int, default=1, metavar="N",
+                                 help="worker processes sharing the trials on this machine (default 1)")
+            command.add_argument("--probe-cache", default=None, metavar="PATH_OR_URL",
+                                 help="the probe's answer cache: a SQLite file (default .selfx-cache/probe.sqlite) "
+                                      "or a database URL (default with a PostgreSQL --storage: a table in that "
+                                      "database)")
 
     export = _command(commands, "export", "export the best variant run (by a metric) or a chosen run as readable, "
                       "reusable files", "  selfx export --experiment selfx-quick --metric accuracy --out exported/\n"
@@ -321,7 +332,8 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     from experiments.optimize import optimize
 
     config = load_config(args.config)
-    result = optimize(config, uri=args.tracking_uri)
+    result = optimize(config, uri=args.tracking_uri, storage=args.storage, workers=args.workers,
+                      probe_cache=args.probe_cache)
     screens.optimize(result)
     result["report"] = str(_report(result["parent_run_id"], args.tracking_uri or config.tracking_uri))
     screens.where(result, args.tracking_uri)

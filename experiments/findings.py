@@ -134,7 +134,25 @@ def injection(folder: Path) -> str:
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 
+def scale_out(folder: Path) -> str:
+    """``workers_speedup.py``: one worker against two, a probe-bound optimisation on this machine."""
+    header = ["model", "cores", "workers", "trials", "trial phase (s)", "probe texts", "probe texts/s",
+              "trials/min", "speed-up (texts/s)", "file"]
+    rows = []
+    for path in sorted(folder.glob("scaleout_*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("one_worker", "two_workers"):
+            w = r[key]
+            rows.append([r["model"], str(r["cores"]), str(w["workers"]), str(w["trials"]),
+                         _num(w["trial_phase_seconds"], 0), str(w["probe_texts"]), _num(w["probe_texts_per_second"], 2),
+                         _num(w["trials_per_minute"], 2),
+                         f"{r['speedup_probe_texts_per_second']:.2f}x" if key == "two_workers" else "1",
+                         f"`{path.name}`"])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
+    "scale-out": scale_out,
     "self-explanations": self_explanations,
     "decision-rules": decision_rules,
     "answer-formats": answer_formats,

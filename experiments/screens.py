@@ -83,9 +83,14 @@ def run(result: Mapping[str, Any]) -> None:
 
 
 def optimize(result: Mapping[str, Any]) -> None:
-    print(f"study {result['study']}: {result['trials']} trials ({len(result['failed'])} failed); Pareto front:")
+    print(f"study {result['study']} in {result['storage']}: {result['trials']} trials ({len(result['failed'])} "
+          "failed); Pareto front:")
+    if result.get("lost_workers"):
+        print(f"  {len(result['lost_workers'])} worker process(es) ended abnormally (exit codes "
+              f"{result['lost_workers']}); their trials were failed and run again by the others")
     for failure in result["failed"]:
-        print(f"  trial {failure['number']} failed: {failure['failure'] or 'no reason recorded (killed?)'}")
+        where = f" (worker {failure['worker']})" if failure.get("worker") else ""
+        print(f"  trial {failure['number']} failed{where}: {failure['failure'] or 'no reason recorded (killed?)'}")
     for point in result["pareto"]:
         print(f"  trial {point['number']}: {point['values']}  run {point['run_id']}")
     print("held-out test slice (95 % CI; paired differences against the paper variant):")

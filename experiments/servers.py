@@ -3,6 +3,7 @@ model (the bench's API row and the tests' real stand-in for an API)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def free_port() -> int:
 
 @contextmanager
 def llama_server(model: str = "smollm2-135m", *, n_ctx: int = 4096, timeout: float = 120.0,
-                 log: Path | None = None) -> Iterator[str]:
+                 log: Path | None = None, threads: int | None = None) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server with an embedded model (alias = the model's name), with the
     engine's plain weight buffers; yields its ``/v1`` base URL and stops it on exit."""
     from programs.embedded_models import embedded_model
@@ -34,7 +35,9 @@ def llama_server(model: str = "smollm2-135m", *, n_ctx: int = 4096, timeout: flo
             [sys.executable, "-c", "from programs.llama_engine import plain_weight_buffers; plain_weight_buffers(); "
              "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')",
              "--model", str(embedded_model(model).locate()), "--model_alias", model, "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", str(n_ctx)], stdout=out, stderr=subprocess.STDOUT)
+             "--port", str(port), "--n_ctx", str(n_ctx),
+             # its own default is half the cores: a served model is the one process doing the model's work
+             "--n_threads", str(threads or os.cpu_count() or 2)], stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.time() + timeout

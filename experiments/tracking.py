@@ -202,6 +202,42 @@ def parent_run(experiment: str, name: str, *, digest: str | None = None, resume:
         yield parent
 
 
+def shared_parent(experiment: str, name: str, *, digest: str, run_id: str | None = None,
+                  uri: str | None = None) -> ParentRun:
+    """The one parent run of a study that several worker processes share: ``run_id`` (found by the caller in the
+    study it belongs to) reopened, or a new run. It is never a process's active run: workers log their nested runs
+    to it by id, and ``end_parent`` closes it once the study is complete."""
+    mlflow = _mlflow()
+    experiment_id = use_experiment(uri, experiment)
+    client = mlflow.MlflowClient()
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # deleted from the store since: start a new parent
+            run = None
+        if run is not None and run.info.lifecycle_stage == "active":
+            if run.info.status != "RUNNING":
+                client.update_run(run_id, status="RUNNING")
+            return ParentRun(run_id, resumed=True)
+    from mlflow.tracking.context.registry import resolve_tags
+
+    # the tags MLflow's own start_run records (source, commit, user), and the config digest
+    created = client.create_run(experiment_id, run_name=name, tags=resolve_tags({DIGEST_TAG: digest}))
+    return ParentRun(created.info.run_id)
+
+
+def end_parent(parent: ParentRun) -> None:
+    """Close a shared parent run: a child left running by a killed worker is marked failed, the parent finished."""
+    client = _mlflow().MlflowClient()
+    _fail_unfinished_children(client.get_run(parent.run_id))
+    client.set_terminated(parent.run_id, status="FINISHED")
+
+
+def load_dict(run_id: str, path: str) -> Any:
+    """A JSON artifact of a run."""
+    return _mlflow().artifacts.load_dict(f"runs:/{run_id}/{path}")
+
+
 def _interrupted_parent(experiment_id: str, digest: str) -> Any | None:
     """The newest parent run of this config that did not finish (killed, failed or still marked running)."""
     found = _mlflow().MlflowClient().search_runs(

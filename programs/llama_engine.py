@@ -57,6 +57,12 @@ _LOADED: dict[str, _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def _threads() -> int:
+    """llama.cpp threads: ``$SELFX_THREADS`` (set when several worker processes share the cores), else every core."""
+    value = os.environ.get("SELFX_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else os.cpu_count() or 2
+
+
 def plain_weight_buffers() -> None:
     """Load every later llama.cpp model with its weights in plain CPU buffers (no "extra buffer types").
 
@@ -102,7 +108,7 @@ def _load(path: str, chat: bool, n_ctx: int) -> _Loaded:
             except ImportError as exc:  # pragma: no cover - install hint
                 raise ImportError("the embedded engine needs llama-cpp-python: pip install llama-cpp-python") from exc
             plain_weight_buffers()
-            llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 2, n_batch=512,
+            llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=_threads(), n_batch=512,
                         logits_all=False, verbose=False, seed=0)
             formatter, stop = None, []
             template = llm.metadata.get("tokenizer.chat_template")

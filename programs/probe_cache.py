@@ -1,21 +1,25 @@
-"""A persistent, multi-writer-safe cache of probe answers (SQLite in WAL mode).
+"""A persistent, multi-writer-safe cache of probe answers: a SQLite file (WAL mode) on one machine, or a table in
+a PostgreSQL database (the optimisation study's) shared by workers on several machines.
 
-Every write is one transaction, so a killed process leaves either the whole answer or none.
+Every write is one transaction, so a killed process leaves either the whole chunk or none; concurrent writers of
+the same key agree (an answer is a function of its key), so an upsert keeps one row per key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from programs.types import Answer, InputError
+from programs.types import Answer, InputError, first_line
 
 DEFAULT_CACHE = Path(".selfx-cache") / "probe.sqlite"
+TABLE = "answers"  # the name older caches were created with: they stay valid
 
 
 def cache_key(*parts: str) -> str:
@@ -23,41 +27,84 @@ def cache_key(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
+def cache_url(location: str | Path) -> str:
+    """The SQLAlchemy URL of a cache location: a file path (SQLite) or a database URL as given."""
+    text = str(location)
+    if "://" in text:
+        return text
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
 class ProbeCache:
-    def __init__(self, path: str | Path = DEFAULT_CACHE) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, location: str | Path = DEFAULT_CACHE) -> None:
+        import sqlalchemy as sa
+
+        self.location = str(location)
         self._lock = threading.Lock()
+        url = cache_url(location)
+        self._table = sa.Table(TABLE, sa.MetaData(), sa.Column("key", sa.String(64), primary_key=True),
+                               sa.Column("answer", sa.Text, nullable=False))
         try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
-            self._db.commit()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"probe cache {self.path} cannot be used ({exc}): it only holds answers that can be "
-                             "asked again, so delete it or pass --cache with another file") from exc
+            sqlite = url.startswith("sqlite")
+            self._engine = sa.create_engine(url, connect_args={"timeout": 60} if sqlite else {}, pool_pre_ping=True)
+            if sqlite:
+                sa.event.listen(self._engine, "connect", _sqlite_wal)
+            self._table.create(self._engine, checkfirst=True)
+            with self._engine.connect() as connection:
+                connection.execute(sa.select(sa.func.count()).select_from(self._table)).scalar()
+        except Exception as exc:  # SQLAlchemy's errors (corrupt file, refused connection, unknown driver)
+            shown = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", self.location)  # never a password on screen
+            raise InputError(f"probe cache {shown} cannot be used ({type(exc).__name__}: "
+                             f"{first_line(exc, 200)}): it only holds answers that can be asked again, so delete a "
+                             "corrupt file or pass another cache (a file path or a postgresql+psycopg:// URL)") from exc
+        self._insert = _upsert(self._engine.dialect.name, self._table)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Answer]:
         keys = list(keys)
         found: dict[str, Answer] = {}
-        with self._lock:
+        table = self._table
+        with self._lock, self._engine.connect() as connection:
             for start in range(0, len(keys), 500):
                 chunk = keys[start:start + 500]
-                rows = self._db.execute(
-                    f"SELECT key, answer FROM answers WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-                for key, blob in rows:
+                for key, blob in connection.execute(table.select().where(table.c.key.in_(chunk))):
                     found[key] = Answer(**json.loads(blob))
         return found
 
     def put_many(self, items: dict[str, Answer]) -> None:
-        with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO answers (key, answer) VALUES (?, ?)",
-                                 [(k, json.dumps(asdict(a), ensure_ascii=False)) for k, a in items.items()])
+        if not items:
+            return
+        rows = [{"key": k, "answer": json.dumps(asdict(a), ensure_ascii=False)} for k, a in items.items()]
+        with self._lock, self._engine.begin() as connection:
+            connection.execute(self._insert, rows)
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+        import sqlalchemy as sa
+
+        with self._lock, self._engine.connect() as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(self._table)).scalar())
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._engine.dispose()
+
+
+def _sqlite_wal(connection: Any, _record: Any) -> None:
+    # several processes on one machine read and write the same file: WAL lets readers run beside a writer
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def _upsert(dialect: str, table: Any) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE, in the database's own dialect."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise InputError(f"probe cache: {dialect} is not supported; use a file path (SQLite) or a "
+                         "postgresql+psycopg:// URL")
+    statement = insert(table)
+    return statement.on_conflict_do_update(index_elements=["key"], set_={"answer": statement.excluded.answer})

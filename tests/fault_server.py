@@ -35,6 +35,7 @@ class FaultServer:
         self.script = list(script)
         self.hang_seconds = hang_seconds
         self.served: Counter[str] = Counter()
+        self.requests: list[dict] = []  # the chat-completion bodies as the client sent them
         self._lock = threading.Lock()
 
     def next_fault(self) -> str:
@@ -67,6 +68,8 @@ class FaultServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 model = json.loads(body or b"{}").get("model", "m")
                 fault = server.next_fault() if self.path.endswith("/chat/completions") else "ok"
+                if self.path.endswith("/chat/completions"):
+                    server.requests.append(json.loads(body))
                 if fault == "429":
                     self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": "1"})
                 elif fault == "500":

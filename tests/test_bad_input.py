@@ -57,11 +57,17 @@ CASES = {
                                   ["run", "{d}/c.yaml", "--tracking-uri", "sqlite:///{d}/bad.db"], 2,
                                   "cannot be opened.*move a corrupt database aside"),
     "probe cache corrupt": ({"cache.sqlite": "garbage"}, ["study", "--cache", "{d}/cache.sqlite", "--n", "1",
-                                                          "--no-mlflow"], 2, "probe cache .* delete it"),
+                                                          "--no-mlflow"], 2, "probe cache .* delete a corrupt file"),
     "Optuna database corrupt": ({"c.yaml": "name: x\nsearch: {storage: 'sqlite:///{d}/optuna.db'}\n",
                                  "optuna.db": "garbage"},
                                 ["optimize", "{d}/c.yaml", "--tracking-uri", "sqlite:///{d}/mlflow.db"], 2,
-                                "search.storage .* cannot be used"),
+                                "optimisation storage .* cannot be used.*search.storage"),
+    "Optuna storage unreachable": ({"c.yaml": "name: x\n"},
+                                   ["optimize", "{d}/c.yaml", "--storage", "postgresql://selfx:secret@127.0.0.1:1/optuna",
+                                    "--tracking-uri", "sqlite:///{d}/mlflow.db"], 2,
+                                   r"storage postgresql\+psycopg://selfx:\*\*\*@127.0.0.1:1/optuna cannot be used"),
+    "workers not positive": ({"c.yaml": "name: x\n"}, ["optimize", "{d}/c.yaml", "--workers", "0"], 2,
+                             "--workers 0: give 1 or more"),
     "run id unknown": ({}, ["report", "0123456789abcdef", "--tracking-uri", "sqlite:///{d}/mlflow.db"], 2,
                        "no MLflow run '0123456789abcdef'"),
     "experiment unknown": ({}, ["export", "--experiment", "nope", "--tracking-uri", "sqlite:///{d}/mlflow.db"], 2,
@@ -77,7 +83,7 @@ def test_bad_input_gets_one_clear_line(case, tmp_path, capsys):
     assert main([a.replace("{d}", str(tmp_path)) for a in argv]) == code
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("llama")]
     assert len(err) == 1 and re.search(message, err[0]), err
-    assert "Traceback" not in err[0]
+    assert "Traceback" not in err[0] and "secret" not in err[0]  # a password in an input is never repeated
 
 
 def test_every_case_is_in_the_docs_table():

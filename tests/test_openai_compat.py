@@ -32,6 +32,19 @@ def test_server_logprobs_arrive_as_lm15_logprobs(server):
     assert lm.history[-1]["outputs"] and lm.engine.schema_style in ("auto", "json_schema", "json_object")
 
 
+def test_no_repetition_penalty_reaches_the_server(server):
+    """llama.cpp's servers penalise repeated tokens by default; an explanation copies the review's words."""
+    from programs.lm import make_lm
+    from tests.fault_server import fault_server
+
+    with fault_server(server, []) as (base, state):
+        lm = make_lm("openai/smollm2-135m", api_base=base, cache=False)
+        out = lm("Repeat: good good good good", max_tokens=8)
+    assert out and state.requests
+    body = state.requests[-1]
+    assert body["repeat_penalty"] == 1.0 and body["frequency_penalty"] == 0 and body["presence_penalty"] == 0
+
+
 def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
     """A tiny experiment through the OpenAI-compatible path with a canary key in the environment: the key
     is used (the client reads it) but appears nowhere in the MLflow store, its artifacts, or an export."""

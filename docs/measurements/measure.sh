@@ -9,6 +9,7 @@ run() { local name=$1; shift; [ -s "$out/$name.json" ] || selfx --quiet "$@" --j
 # Self-explanations through the explained program's own probe (issue 25), Gemma-3-270M default setup
 run gemma_pe_polarity_val100  evaluate --program PE --format polarity --faithfulness --lime-samples 5 --n 100
 run gemma_pe_numeric_val100   evaluate --program PE --format numeric  --faithfulness --lime-samples 5 --n 100
+run gemma_pe_polarity_huang100 evaluate --data huang2023 --program PE --format polarity --faithfulness --lime-samples 5 --n 100
 # Instructions hidden in reviews (issue 22): label flips against the same reviews without them
 run gemma_injected_val100 evaluate --program P,PE --format polarity --data injected --n 100
 run gemma_ep_polarity_val200  evaluate --program EP --format polarity --decision all --n 200
@@ -16,6 +17,9 @@ run smollm2_pe_polarity_val100 evaluate --lm local:smollm2-135m --program PE --f
 run gemma_ep_polarity_val100  evaluate --program EP --format polarity --faithfulness --n 100
 # Throughput (issue 24): side-by-side ratios in one process
 run bench_quick bench --scale quick
+
+# Scale-out (issue 23): one worker against two, a probe-bound optimisation
+[ -s "$out/scaleout_workers.json" ] || python docs/measurements/workers_speedup.py > "$out/scaleout_workers.json"
 
 # E-P answer-format ablation (outside the programs; see the script's docstring)
 ablation() { local file=$out/ep_answer_formats_${1}demos_n$2.jsonl

@@ -1,17 +1,22 @@
 """The Optuna loop of ``selfx optimize``: NSGA-II over the variant space, every trial a nested MLflow run.
 
 Objectives are measured on the dev slice: accuracy, and faithfulness as ERASER-bin comprehensiveness on
-a dev sample through the cached probe (about 10 probe texts per sentence). The study lives in SQLite
-storage, so an interrupted study resumes where it stopped. At the end the Pareto front and the paper
+a dev sample through the cached probe (about 10 probe texts per sentence). The study lives in Optuna's RDB
+storage (SQLite by default, PostgreSQL across machines), so an interrupted study resumes where it stopped
+and several worker processes share its trials (``workers.py``). At the end the Pareto front and the paper
 variant are evaluated on the held-out test slice with 95 % CIs and paired tests, and a Pareto plot is
-logged.
+logged, once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import socket
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import dspy
@@ -21,6 +26,16 @@ from experiments.config import ExperimentConfig, Variant
 from experiments.optimize.compile import compile_with
 from experiments.optimize.held_out import MINIMISE, held_out
 from experiments.optimize.objective import OptimizerMetric, dev_objectives
+from experiments.optimize.workers import (
+    HELD_OUT_ATTR,
+    PARENT_ATTR,
+    counted_trials,
+    database_url,
+    open_storage,
+    storage_lock,
+    work,
+    worker_threads,
+)
 from experiments.plots import pareto_plot
 from experiments.run import log_evaluated_variant
 from experiments.variants import (
@@ -33,100 +48,214 @@ from experiments.variants import (
     splits,
 )
 from programs.lm import make_lm
-from programs.probe_cache import ProbeCache
+from programs.probe_cache import DEFAULT_CACHE, ProbeCache
 from programs.types import InputError, first_line
 
 
-def optimize(config: ExperimentConfig, *, uri: str | None = None) -> dict[str, Any]:
+@dataclass
+class _Session:
+    """What every worker of one study shares: the study, its MLflow parent run, the model, data and probe cache."""
+
+    config: ExperimentConfig
+    study: Any
+    storage: str
+    uri: str | None
+    experiment: str
+    parent: tracking.ParentRun
+    lm: Any
+    cache: ProbeCache
+    train: list[Any]
+    dev: list[Any]
+    test: list[Any]
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.config.search.objectives)
+
+
+def optimize(config: ExperimentConfig, *, uri: str | None = None, storage: str | None = None, workers: int = 1,
+             probe_cache: str | None = None) -> dict[str, Any]:
+    """Run (or join, or resume) the study of ``config``: ``workers`` local processes share its trials, and the same
+    command on other machines with the same ``storage`` joins them; then the held-out comparison, once."""
+    if workers < 1:
+        raise InputError(f"--workers {workers}: give 1 or more worker processes")
+    session = _open(config, uri=uri, storage=storage, probe_cache=probe_cache)
+    if workers == 1:
+        _trials(session)
+        lost: list[int] = []
+    else:
+        lost = _spawn(session, workers)
+    return _finish(session, lost)
+
+
+def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, probe_cache: str | None,
+          parent_run_id: str | None = None, sampler_seed: int | None = None) -> _Session:
     import optuna
 
+    url = database_url(storage or config.search.storage)
+    uri = uri or config.tracking_uri
     experiment = f"selfx-{config.name}-optimize"
-    objectives = list(config.search.objectives)
-    directions = ["minimize" if o in MINIMISE else "maximize" for o in objectives]
-    storage = config.search.storage
+    directions = ["minimize" if o in MINIMISE else "maximize" for o in config.search.objectives]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # a changed config (space, data, objectives) is a new study; more trials extend the same one
-    same_search = config.search.model_copy(update={"trials": 1, "heartbeat_seconds": 30})
-    same_study = config_digest(config.model_copy(update={"search": same_search}))[:8]
+    # a changed config (space, data, objectives) is a new study; more trials, or the same study in another
+    # database, extend or join the same one
+    same_search = config.search.model_copy(update={"trials": 1, "heartbeat_seconds": 30, "storage": ""})
+    digest = config_digest(config.model_copy(update={"search": same_search, "tracking_uri": None}))[:8]
+    name = f"selfx-{config.name}-{digest}"
     try:  # before any model work: a bad storage must not cost a trial
-        if storage.startswith("sqlite:///"):
-            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        if storage.startswith(("sqlite:", "postgresql", "mysql")):
-            # heartbeats let Optuna fail the trial of a killed process (and, later, of a killed worker)
-            storage = optuna.storages.RDBStorage(storage, heartbeat_interval=config.search.heartbeat_seconds,
-                                                 grace_period=2 * config.search.heartbeat_seconds)
-        study = optuna.create_study(study_name=f"selfx-{config.name}-{same_study}", storage=storage,
-                                    directions=directions, sampler=optuna.samplers.NSGAIISampler(seed=config.seed),
-                                    load_if_exists=True)
+        sampler = optuna.samplers.NSGAIISampler(seed=config.seed if sampler_seed is None else sampler_seed)
+        study = optuna.create_study(study_name=name, storage=open_storage(url, config.search.heartbeat_seconds),
+                                    directions=directions, sampler=sampler, load_if_exists=True)
+    except InputError:
+        raise
     except Exception as exc:  # SQLAlchemy, OSError and Optuna's own errors
-        raise InputError(f"search.storage {config.search.storage} cannot be used ({type(exc).__name__}: "
-                         f"{first_line(exc, 200)}): point it at "
-                         "a writable sqlite:///path/optuna.db, or move a corrupt database aside") from exc
-    lm = make_lm(config.lm, api_base=config.api_base, cache=True)
-    cache = ProbeCache()
+        raise InputError(f"optimisation storage {_without_password(url)} cannot be used ({type(exc).__name__}: {first_line(exc, 200)}): "
+                         "point --storage (or search.storage) at a writable sqlite:///path/optuna.db or a reachable "
+                         "postgresql+psycopg://user@host:port/db, or move a corrupt database aside") from exc
+    # several machines share one cache as a table of the study's PostgreSQL database; one machine, a SQLite file
+    cache = ProbeCache(probe_cache or (url if url.startswith("postgresql") else DEFAULT_CACHE))
+    tracking.open_store(uri)
+    if parent_run_id is None:
+        # the first worker creates the parent run; the others (and a resumed study) find it in the study
+        with storage_lock(url, name):
+            parent = tracking.shared_parent(experiment, f"{config.name} optimize", digest=digest, uri=uri,
+                                            run_id=study.user_attrs.get(PARENT_ATTR))
+            if not parent.resumed:
+                study.set_user_attr(PARENT_ATTR, parent.run_id)
+    else:
+        parent = tracking.ParentRun(parent_run_id, resumed=True)
+        tracking.use_experiment(uri, experiment)
     train, dev, test = splits(config)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    optuna.storages.fail_stale_trials(study)
-    # an interrupted optimisation reopens its parent run (the same Optuna study), so a kill leaves no orphan
-    with tracking.parent_run(experiment, f"{config.name} optimize", digest=same_study, resume=True,
-                             uri=uri or config.tracking_uri) as parent:
-        dev_logged, test_logged = datasets(config, dev=dev), datasets(config, test=test)
+    session = _Session(config, study, url, uri, experiment, parent, make_lm(config.lm, api_base=config.api_base,
+                                                                              cache=True), cache, train, dev, test)
+    if not parent.resumed:
         parent.log_inputs(datasets(config, dev=dev, test=test))
-        parent.log_params({"config": config.name, "objectives": ",".join(objectives), "trials": config.search.trials,
-                           "optimizer_metric": config.search.optimizer_metric,
+        parent.log_params({"config": config.name, "objectives": ",".join(session.objectives),
+                           "trials": config.search.trials, "optimizer_metric": config.search.optimizer_metric,
                            "faithfulness_weight": config.search.faithfulness_weight,
                            "optimizer_budget": config.search.optimizer_budget,
-                           "space": json.dumps(config.search.space), "storage": config.search.storage,
-                           "sampler": "NSGA-II"})
+                           "space": json.dumps(config.search.space), "storage": _without_password(url),
+                           "sampler": "NSGA-II", "study": name})
+    return session
 
-        def objective(trial: optuna.Trial) -> tuple[float, ...]:
-            try:
-                return measured(trial)
-            except ValueError as exc:  # a trial's own failure (its variant cannot run): recorded, then Optuna's
-                trial.set_user_attr("failure", f"{type(exc).__name__}: {first_line(exc)}")
-                raise
 
-        def measured(trial: optuna.Trial) -> tuple[float, ...]:
-            choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
-            variant = Variant(**choice)
-            program = build_program(variant, lm, dev, cache, config.seed)
-            if variant.optimizer != "none":
-                metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm,
-                                         config, cache, program=program, adapter=variant.adapter)
-                with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
-                    program = compile_with(variant.optimizer, program, train, metric, lm,
-                                           config.search.optimizer_budget, config.seed)
-                    calibrate(program, dev)  # the optimiser changed the demos the bias was read with
-            scores = dev_objectives(program, variant, lm, dev, config, cache)
-            run_id = log_evaluated_variant(parent.run_id, experiment, variant, program, lm, config,
-                                           Evaluation(scores, [], []), dev_logged, {"trial": trial.number})
-            trial.set_user_attr("run_id", run_id)
-            trial.set_user_attr("variant", variant.model_dump())
-            return tuple(_objective_value(scores.get(o), o) for o in objectives)
+def _trials(session: _Session) -> None:
+    """This process's share of the trials: each a variant built, maybe compiled, measured on dev, logged as a
+    nested run under the study's parent."""
+    config, lm, dev, cache = session.config, session.lm, session.dev, session.cache
+    dev_logged = datasets(config, dev=dev)
 
-        remaining = max(0, config.search.trials - len(done))
-        study.optimize(objective, n_trials=remaining, catch=(ValueError,), show_progress_bar=progress.enabled())
+    def objective(trial: Any) -> tuple[float, ...]:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            return measured(trial)
+        except ValueError as exc:  # a trial's own failure (its variant cannot run): recorded, then Optuna's
+            trial.set_user_attr("failure", f"{type(exc).__name__}: {first_line(exc)}")
+            raise
+
+    def measured(trial: Any) -> tuple[float, ...]:
+        choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
+        variant = Variant(**choice)
+        program = build_program(variant, lm, dev, cache, config.seed)
+        if variant.optimizer != "none":
+            metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm,
+                                     config, cache, program=program, adapter=variant.adapter)
+            with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
+                program = compile_with(variant.optimizer, program, session.train, metric, lm,
+                                       config.search.optimizer_budget, config.seed)
+                calibrate(program, dev)  # the optimiser changed the demos the bias was read with
+        scores = dev_objectives(program, variant, lm, dev, config, cache)
+        run_id = log_evaluated_variant(session.parent.run_id, session.experiment, variant, program, lm, config,
+                                       Evaluation(scores, [], []), dev_logged, {"trial": trial.number})
+        trial.set_user_attr("run_id", run_id)
+        trial.set_user_attr("variant", variant.model_dump())
+        return tuple(_objective_value(scores.get(o), o) for o in session.objectives)
+
+    work(session.study, objective, config.search.trials, storage=session.storage,
+         poll_seconds=min(5.0, config.search.heartbeat_seconds / 2))
+
+
+def _spawn(session: _Session, workers: int) -> list[int]:
+    """``workers`` processes share the trials; the exit codes of those that did not end cleanly."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked llama.cpp or DB handles
+    processes = [context.Process(target=_worker, name=f"selfx-worker-{i}", args=(
+        session.config.model_dump_json(), session.uri, session.storage, session.cache.location,
+        session.parent.run_id, worker_threads(workers))) for i in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return [p.exitcode for p in processes if p.exitcode != 0]
+
+
+def _worker(config_json: str, uri: str | None, storage: str, probe_cache: str, parent_run_id: str,
+            threads: int) -> None:
+    os.environ["SELFX_THREADS"] = str(threads)  # the cores shared out among the workers' embedded models
+    progress.QUIET = True  # one bar per worker would garble the terminal
+    config = ExperimentConfig.model_validate_json(config_json)
+    # samplers seeded alike would propose the same variants in every worker: each worker draws its own stream
+    # (the study's history, which every sampler reads, is what the workers share)
+    seed = int(hashlib.sha256(f"{config.seed}:{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()[:8], 16)
+    _trials(_open(config, uri=uri, storage=storage, probe_cache=probe_cache, parent_run_id=parent_run_id,
+                  sampler_seed=seed))
+
+
+def _finish(session: _Session, lost: list[int]) -> dict[str, Any]:
+    """Once every trial has ended: the Pareto plot, the held-out comparison and the summary on the parent run, done
+    by one worker (the others wait for it and read its results), then the parent closed."""
+    import optuna
+
+    study, config, parent = session.study, session.config, session.parent
+    objectives = session.objectives
+    states = optuna.trial.TrialState
+    optuna.storages.fail_stale_trials(study)
+    pending = [t.number for t in study.get_trials(deepcopy=False) if t.state in (states.RUNNING, states.WAITING)]
+    counted = len(counted_trials(study))
+    if pending or counted < config.search.trials:
+        raise RuntimeError(f"the study is not complete ({counted} of {config.search.trials} trials, "
+                           f"{len(pending)} running or queued; worker exit codes {lost}): run the same command "
+                           "again to resume it")
+    with storage_lock(session.storage, study.study_name):
+        trials = study.get_trials()
+        marker = ",".join(str(t.number) for t in trials if t.state in (states.COMPLETE, states.FAIL))
         front = study.best_trials
-        plot = pareto_plot(study.trials, front, objectives, study.study_name)
-        if plot is not None:
-            parent.log_file(plot)
+        if study.user_attrs.get(HELD_OUT_ATTR) == marker:  # another worker finished this study already
+            comparison = tracking.load_dict(parent.run_id, "held_out_comparison.json")
+            summary = summarise_study(study, front, objectives, comparison)
+        else:
+            plot = pareto_plot(trials, front, objectives, study.study_name)
+            if plot is not None:
+                parent.log_file(plot)
+            test_logged = datasets(config, test=session.test)
 
-        def log_held_out(label: str, variant: Variant, program: Any, evaluation: Any) -> str:
-            return log_evaluated_variant(parent.run_id, experiment, variant.model_copy(), program, lm, config,
-                                         evaluation, test_logged, {"held_out": 1.0}, name=f"held-out {label}")
+            def log_held_out(label: str, variant: Variant, program: Any, evaluation: Any) -> str:
+                return log_evaluated_variant(parent.run_id, session.experiment, variant.model_copy(), program,
+                                             session.lm, config, evaluation, test_logged, {"held_out": 1.0},
+                                             name=f"held-out {label}")
 
-        comparison = held_out(front, objectives, config, lm, dev, test, cache, log=log_held_out)
-        parent.log_dict(comparison, "held_out_comparison.json")
-        summary = summarise_study(study, front, objectives, comparison)
-        parent.log_metrics(summary["metrics"])
-        parent.describe(summary["description"])
-    return {"experiment": experiment, "parent_run_id": parent.run_id, "study": study.study_name,
-            "failed": [{"number": t.number, "failure": t.user_attrs.get("failure")} for t in study.trials
-                       if t.state == optuna.trial.TrialState.FAIL],
-            "trials": len(study.trials), "pareto": [{"number": t.number, "values": t.values,
-                                                     "variant": t.user_attrs.get("variant"),
-                                                     "run_id": t.user_attrs.get("run_id")} for t in front],
+            comparison = held_out(front, objectives, config, session.lm, session.dev, session.test, session.cache,
+                                  log=log_held_out)
+            parent.log_dict(comparison, "held_out_comparison.json")
+            summary = summarise_study(study, front, objectives, comparison)
+            parent.log_metrics(summary["metrics"])
+            parent.describe(summary["description"])
+            study.set_user_attr(HELD_OUT_ATTR, marker)
+        tracking.end_parent(parent)  # again when another worker finished first: this one had reopened it
+    return {"experiment": session.experiment, "parent_run_id": parent.run_id, "study": study.study_name,
+            "storage": _without_password(session.storage), "lost_workers": lost,
+            "failed": [{"number": t.number, "failure": t.user_attrs.get("failure"), "worker": t.user_attrs.get("worker")}
+                       for t in trials if t.state == states.FAIL],
+            "trials": len(trials), "pareto": [{"number": t.number, "values": t.values,
+                                               "variant": t.user_attrs.get("variant"),
+                                               "run_id": t.user_attrs.get("run_id")} for t in front],
             "held_out": comparison, "summary": summary["description"]}
+
+
+def _without_password(url: str) -> str:
+    """A database URL as it may be logged: a password never reaches MLflow or the screen."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _objective_value(value: float | None, objective: str) -> float:

@@ -1,0 +1,117 @@
+"""Several workers, one optimisation, with the engines that exist for it.
+
+Optuna's RDB storage shares the trials (SQLite on one machine, PostgreSQL across machines): each worker asks it
+for the next trial until the budget is used. A running trial writes heartbeats; a trial whose worker was killed
+goes silent, Optuna marks it failed and ``RetryFailedTrialCallback`` queues the same variant again, so the study
+still ends with ``search.trials`` trials that count. One lock in the same database (a PostgreSQL advisory lock,
+or a file lock beside a SQLite file) lets exactly one worker create the MLflow parent run and exactly one run the
+held-out comparison; the lock is a session's, so it dies with a killed process and never leaves others waiting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from programs.types import InputError
+
+PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its one MLflow parent run
+HELD_OUT_ATTR = "held_out_run_digest"  # set once the held-out comparison of this many trials is logged
+
+
+def database_url(url: str) -> str:
+    """A storage URL with the driver selfx installs: ``postgresql://`` means psycopg 3 (SQLAlchemy would look for
+    psycopg2)."""
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
+def open_storage(url: str, heartbeat_seconds: int) -> Any:
+    """Optuna's RDB storage with heartbeats and one retry of a killed worker's trial."""
+    import optuna
+
+    # heartbeats, fail_stale_trials and the retry callback are "experimental" in Optuna 5: say it once, here
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif not url.startswith(("sqlite:", "postgresql")):
+        raise InputError(f"--storage {url.split('://')[0]}://...: use sqlite:///path/optuna.db (one machine) or "
+                         "postgresql+psycopg://user@host:port/db (several machines)")
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
+        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+        engine_kwargs={"pool_pre_ping": True})
+
+
+@contextmanager
+def storage_lock(url: str, name: str) -> Iterator[None]:
+    """An exclusive lock named ``name`` among every process using the storage at ``url``."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///") + f".{_digest(name)}.lock")
+        with path.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes or the process dies
+            yield
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def counted_trials(study: Any) -> list[Any]:
+    """The trials that use the budget: every trial except a failed one that was queued again (its retry counts)."""
+    from optuna.storages import RetryFailedTrialCallback
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in (RetryFailedTrialCallback.retry_history(t) or [])}
+    return [t for t in trials if t.number not in retried]
+
+
+def work(study: Any, objective: Callable[[Any], tuple[float, ...]], budget: int, *, storage: str,
+         poll_seconds: float, catch: tuple[type[Exception], ...] = (ValueError,)) -> None:
+    """Run trials until ``budget`` trials count, then wait while other workers' trials run (a killed worker's trial
+    goes stale and is queued again; this worker may be the one to run it). Counting and asking for a trial happen
+    under the storage's lock, so workers never start more trials than the budget between them."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    while True:
+        with ExitStack() as asking:
+            asking.enter_context(storage_lock(storage, f"{study.study_name}:ask"))
+            optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            if any(t.state == states.WAITING for t in trials) or len(counted_trials(study)) < budget:
+
+                def asked(trial: Any) -> tuple[float, ...]:
+                    asking.close()  # the trial is in the storage, RUNNING: the others may count it now
+                    return objective(trial)
+
+                study.optimize(asked, n_trials=1, catch=catch)
+                continue
+        if not any(t.state == states.RUNNING for t in trials):
+            return
+        time.sleep(poll_seconds)
+
+
+def worker_threads(workers: int) -> int:
+    """llama.cpp threads per worker process for an embedded model: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 2) // workers)

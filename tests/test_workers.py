@@ -1,0 +1,71 @@
+"""How workers share one Optuna study (experiments/optimize/workers.py), with real processes on a SQLite storage
+and a trivial objective: the budget is exact however the workers race, and a SIGKILLed worker's trial is failed by
+its silent heartbeat and run again by another worker. (The same on PostgreSQL with the real programs:
+tests/test_scale_out.py.)"""
+
+import multiprocessing
+import os
+import signal
+import time
+
+import optuna
+
+from experiments.optimize.workers import counted_trials, open_storage, work
+
+
+def _worker(url: str, budget: int, seconds: float, slow_first: float = 0.0) -> None:
+    study = optuna.load_study(study_name="s", storage=open_storage(url, 1))
+    first = [True]
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", os.getpid())
+        x = trial.suggest_float("x", 0, 1)
+        time.sleep(slow_first if first[0] and slow_first else seconds)
+        first[0] = False
+        return x
+
+    work(study, objective, budget, storage=url, poll_seconds=0.1)
+
+
+def _study(tmp_path) -> tuple[str, optuna.Study]:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="s", storage=open_storage(url, 1))
+    return url, study
+
+
+def _start(*args) -> multiprocessing.Process:
+    process = multiprocessing.get_context("spawn").Process(target=_worker, args=args)
+    process.start()
+    return process
+
+
+def test_three_workers_in_lockstep_start_exactly_the_budget(tmp_path):
+    url, study = _study(tmp_path)
+    workers = [_start(url, 7, 0.3) for _ in range(3)]  # equal trial lengths: they finish in the same instant
+    for process in workers:
+        process.join(120)
+        assert process.exitcode == 0
+    trials = study.get_trials()
+    assert len(trials) == 7 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 3
+
+
+def test_a_killed_workers_trial_fails_and_is_run_again(tmp_path):
+    url, study = _study(tmp_path)
+    victim = _start(url, 4, 0.2, 60.0)  # its first trial would take a minute
+    deadline = time.time() + 60
+    while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    survivor = _start(url, 4, 0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join()
+    survivor.join(120)
+    assert survivor.exitcode == 0
+    trials = study.get_trials()
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["worker"] == victim.pid
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+    assert retry[0].params == failed[0].params  # the same variant, run again
+    assert len(counted_trials(study)) == 4 and len(trials) == 5
