@@ -54,7 +54,7 @@ def test_a_killed_workers_trial_fails_and_is_run_again(tmp_path):
     url, study = _study(tmp_path)
     victim = _start(url, 4, 0.2, 60.0)  # its first trial would take a minute
     deadline = time.time() + 60
-    while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+    while not [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if t.params]:  # mid-trial
         assert time.time() < deadline
         time.sleep(0.05)
     survivor = _start(url, 4, 0.2)
@@ -69,3 +69,15 @@ def test_a_killed_workers_trial_fails_and_is_run_again(tmp_path):
     assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
     assert retry[0].params == failed[0].params  # the same variant, run again
     assert len(counted_trials(study)) == 4 and len(trials) == 5
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_too(tmp_path):
+    """Optuna never calls a RUNNING trial without a heartbeat stale; a worker killed between asking for a trial and
+    its first heartbeat would leave it RUNNING for ever and the other workers waiting for it."""
+    url, study = _study(tmp_path)
+    orphan = study.ask()  # RUNNING, and no heartbeat thread ever beats for it
+    time.sleep(4.5)  # twice the grace period (2 s)
+    _worker(url, 2, 0.05)
+    trials = study.get_trials()
+    assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert [t.state for t in counted_trials(study)].count(optuna.trial.TrialState.COMPLETE) == 2

@@ -17,8 +17,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import optuna
+import sqlalchemy as sa
 
 from programs.types import InputError
 
@@ -34,8 +38,6 @@ def database_url(url: str) -> str:
 
 def open_storage(url: str, heartbeat_seconds: int) -> Any:
     """Optuna's RDB storage with heartbeats and one retry of a killed worker's trial."""
-    import optuna
-
     # heartbeats, fail_stale_trials and the retry callback are "experimental" in Optuna 5: say it once, here
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith("sqlite:///"):
@@ -43,10 +45,26 @@ def open_storage(url: str, heartbeat_seconds: int) -> Any:
     elif not url.startswith(("sqlite:", "postgresql")):
         raise InputError(f"--storage {url.split('://')[0]}://...: use sqlite:///path/optuna.db (one machine) or "
                          "postgresql+psycopg://user@host:port/db (several machines)")
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
-        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-        engine_kwargs={"pool_pre_ping": True})
+    return _Storage(url, heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                    engine_kwargs={"pool_pre_ping": True})
+
+
+class _Storage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, whose stale trials also include one killed before its first heartbeat: Optuna skips a
+    RUNNING trial without a heartbeat, so a worker killed between asking for a trial and its heartbeat thread's
+    first beat would leave that trial RUNNING for ever."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        # datetime_start is the asking process's local clock: twice the grace period allows for skew
+        cutoff = datetime.now() - timedelta(seconds=2 * (self.grace_period or 2 * self.heartbeat_interval))
+        with self.engine.connect() as connection:
+            silent = connection.execute(sa.text(
+                "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+                "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL "
+                "AND t.datetime_start < :cutoff"), {"study": study_id, "cutoff": cutoff})
+            return stale + [row[0] for row in silent if row[0] not in stale]
 
 
 @contextmanager
@@ -58,8 +76,6 @@ def storage_lock(url: str, name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes or the process dies
             yield
         return
-    import sqlalchemy as sa
-
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
     try:
@@ -79,10 +95,8 @@ def _digest(name: str) -> str:
 
 def counted_trials(study: Any) -> list[Any]:
     """The trials that use the budget: every trial except a failed one that was queued again (its retry counts)."""
-    from optuna.storages import RetryFailedTrialCallback
-
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in (RetryFailedTrialCallback.retry_history(t) or [])}
+    retried = {n for t in trials for n in (optuna.storages.RetryFailedTrialCallback.retry_history(t) or [])}
     return [t for t in trials if t.number not in retried]
 
 
@@ -91,8 +105,6 @@ def work(study: Any, objective: Callable[[Any], tuple[float, ...]], budget: int,
     """Run trials until ``budget`` trials count, then wait while other workers' trials run (a killed worker's trial
     goes stale and is queued again; this worker may be the one to run it). Counting and asking for a trial happen
     under the storage's lock, so workers never start more trials than the budget between them."""
-    import optuna
-
     states = optuna.trial.TrialState
     while True:
         with ExitStack() as asking:
