@@ -34,7 +34,8 @@ def _mlflow() -> Any:
     import mlflow
 
     # "Creating initial MLflow database tables..." on every new store is noise between our own lines
-    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    # ... and so is "Active model is cleared" each time a command points MLflow at its experiment
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.tracking.fluent"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # our tables' integer columns (labels, counts) never hold missing values: MLflow's hint is noise here
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
@@ -342,16 +343,27 @@ def find_variant_run(experiment: str, *, metric: str = "accuracy", run_id: str |
 
 def register_prompt(name: str, template: Any, *, message: str, tags: Mapping[str, str]) -> str:
     """Register a chat template in MLflow's prompt registry (a new version only when the template changed); its
-    ``prompts:/name/version`` URI."""
+    ``prompts:/name/version`` URI. Several workers may register the same prompt at once: the one that loses the
+    race looks again."""
     mlflow = _mlflow()
-    try:
-        latest = mlflow.genai.load_prompt(f"prompts:/{name}@latest")
-    except Exception:  # no such prompt yet: MLflow raises its own not-found errors
-        latest = None
-    if latest is not None and latest.template == template:
-        return f"prompts:/{name}/{latest.version}"
-    version = mlflow.genai.register_prompt(name=name, template=template, commit_message=message, tags=dict(tags))
-    return f"prompts:/{name}/{version.version}"
+    from mlflow.exceptions import MlflowException
+
+    lost = 0
+    while True:
+        try:
+            latest = mlflow.genai.load_prompt(f"prompts:/{name}@latest")
+        except Exception:  # no such prompt yet: MLflow raises its own not-found errors
+            latest = None
+        if latest is not None and latest.template == template:
+            return f"prompts:/{name}/{latest.version}"
+        try:
+            version = mlflow.genai.register_prompt(name=name, template=template, commit_message=message,
+                                                   tags=dict(tags))
+            return f"prompts:/{name}/{version.version}"
+        except MlflowException:  # "already exists": another worker created it (or its version) a moment ago
+            lost += 1
+            if lost == 3:
+                raise
 
 
 def run_data(run_id: str, uri: str | None = None) -> dict[str, Any]:

@@ -108,8 +108,9 @@ def _load(path: str, chat: bool, n_ctx: int) -> _Loaded:
             except ImportError as exc:  # pragma: no cover - install hint
                 raise ImportError("the embedded engine needs llama-cpp-python: pip install llama-cpp-python") from exc
             plain_weight_buffers()
-            llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=_threads(), n_batch=512,
-                        logits_all=False, verbose=False, seed=0)
+            # prompt evaluation (the probe's work) has its own thread count, all cores unless given
+            llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=_threads(), n_threads_batch=_threads(),
+                        n_batch=512, logits_all=False, verbose=False, seed=0)
             formatter, stop = None, []
             template = llm.metadata.get("tokenizer.chat_template")
             if chat and template:

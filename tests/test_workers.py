@@ -81,3 +81,32 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_too(tmp_path):
     trials = study.get_trials()
     assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
     assert [t.state for t in counted_trials(study)].count(optuna.trial.TrialState.COMPLETE) == 2
+
+
+def _register(uri: str, template: str) -> None:
+    from experiments import tracking
+
+    tracking.open_store(uri)
+    tracking.register_prompt("selfx-race", template, message="race", tags={})
+
+
+def test_workers_registering_the_same_prompt_at_once_share_one_version(tmp_path):
+    """Each trial registers its prompt; workers starting alike register the same new prompt in the same instant."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    from experiments import tracking
+
+    tracking.open_store(uri)  # the schema first, as `selfx optimize` creates it before its workers start
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_register, args=(uri, "Review: {{review}}")) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    versions = list(client.search_prompt_versions("selfx-race"))
+    # all succeeded with the one template (two versions of it can appear: MLflow creates a prompt and its first
+    # version in two transactions, so a worker can find the prompt before its version and add one)
+    assert versions and len({v.template for v in versions}) == 1

@@ -2,7 +2,7 @@
 
 Optuna's RDB storage shares the trials (SQLite on one machine, PostgreSQL across machines): each worker asks it
 for the next trial until the budget is used. A running trial writes heartbeats; a trial whose worker was killed
-goes silent, Optuna marks it failed and ``RetryFailedTrialCallback`` queues the same variant again, so the study
+goes silent, Optuna marks it failed and ``RetryHeartbeatStaleTrialCallback`` queues the same variant again, so the study
 still ends with ``search.trials`` trials that count. One lock in the same database (a PostgreSQL advisory lock,
 or a file lock beside a SQLite file) lets exactly one worker create the MLflow parent run and exactly one run the
 held-out comparison; the lock is a session's, so it dies with a killed process and never leaves others waiting.
@@ -46,7 +46,7 @@ def open_storage(url: str, heartbeat_seconds: int) -> Any:
         raise InputError(f"--storage {url.split('://')[0]}://...: use sqlite:///path/optuna.db (one machine) or "
                          "postgresql+psycopg://user@host:port/db (several machines)")
     return _Storage(url, heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
                     engine_kwargs={"pool_pre_ping": True})
 
 
@@ -96,7 +96,7 @@ def _digest(name: str) -> str:
 def counted_trials(study: Any) -> list[Any]:
     """The trials that use the budget: every trial except a failed one that was queued again (its retry counts)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in (optuna.storages.RetryFailedTrialCallback.retry_history(t) or [])}
+    retried = {n for t in trials for n in (optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t) or [])}
     return [t for t in trials if t.number not in retried]
 
 
