@@ -353,10 +353,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from experiments.export import export_run
     from experiments.tracking import find_variant_run
-    from programs.lm import make_lm
+    from programs.lm import make_lm, parse_lm_spec
 
     run = find_variant_run(args.experiment, metric=args.metric, run_id=args.run_id, uri=args.tracking_uri)
-    lm = make_lm(run.data.params.get("lm_spec", "local"), cache=False)
+    spec = run.data.params.get("lm_spec", "local")
+    # only an embedded model renders the prompt through its own chat template; an API model's run is exported
+    # without reaching (or needing a key for) the API
+    lm = make_lm(spec, cache=False) if parse_lm_spec(spec).backend == "local" else None
     result = export_run(run, Path(args.out), lm)
     print(f"exported {result['variant']} (run {result['run_id']}) to {args.out}: {', '.join(result['files'])}")
     print(f"registered as {result['prompt']}")
@@ -382,8 +385,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from experiments.tracking import tracking_uri, ui_command
+    from experiments.tracking import open_store, tracking_uri, ui_command
 
+    uri = tracking_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        open_store(uri)
+        print(f"{uri.rstrip('/')}/#/experiments?workflowType=machine_learning (the tracking server's own UI)")
+        return 0
     print(f"MLflow UI for {tracking_uri(args.tracking_uri)} at http://127.0.0.1:{args.port} (Ctrl-C to stop)",
           flush=True)
     return subprocess.call(ui_command(args.tracking_uri, args.port),

@@ -16,7 +16,7 @@ from experiments import tracking
 from experiments.variants import adapter_for, load_program, prompt_template, rendered_prompt, variant_of
 
 
-def export_run(run: Any, out: Path, lm: Any) -> dict[str, Any]:
+def export_run(run: Any, out: Path, lm: Any | None) -> dict[str, Any]:
     """Write the export files for a variant run (from :func:`tracking.find_variant_run`) and register its
     prompt; returns what was written."""
     out.mkdir(parents=True, exist_ok=True)

@@ -126,3 +126,14 @@ def test_three_workers_share_one_study_and_survive_a_killed_worker(tmp_path):
         assert any(r.info.run_name.startswith("held-out") for r in runs)  # the held-out comparison ran once
         assert len([r for r in runs if r.info.run_name == "held-out paper"]) == 1
         assert "worker process" in out and str(killed_trial) in out
+
+        # the other commands read the same tracking server
+        def selfx(*command: str) -> str:
+            done = subprocess.run([sys.executable, "-m", "experiments.cli", "--quiet", *command, "--tracking-uri",
+                                   tracking_uri], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-2000:]
+            return done.stdout
+
+        assert selfx("ui").startswith(tracking_uri)  # the server's own UI
+        selfx("export", "--experiment", "selfx-scaleout-optimize", "--out", "exported")
+        assert (tmp_path / "exported" / "program.json").is_file()
