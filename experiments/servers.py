@@ -4,6 +4,7 @@ model (the bench's API row and the tests' real stand-in for an API)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,32 @@ def free_port() -> int:
 
 
 @contextmanager
+def served(argv: list[str], ready_url: str, log: Path, *, what: str, timeout: float = 120.0) -> Iterator[None]:
+    """Run a server process (in its own session, so its children stop with it) until ``ready_url`` answers; stop it
+    on exit."""
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(ready_url, timeout=2).read()
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # busy in a long evaluation: stop it for good
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
 def llama_server(model: str = "smollm2-135m", *, n_ctx: int = 4096, timeout: float = 120.0,
                  log: Path | None = None, threads: int | None = None) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server with an embedded model (alias = the model's name), with the
@@ -29,31 +56,13 @@ def llama_server(model: str = "smollm2-135m", *, n_ctx: int = 4096, timeout: flo
     from programs.embedded_models import embedded_model
 
     port = free_port()
-    log = log or Path(tempfile.mkdtemp(prefix="selfx-server-")) / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from programs.llama_engine import plain_weight_buffers; plain_weight_buffers(); "
-             "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')",
-             "--model", str(embedded_model(model).locate()), "--model_alias", model, "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", str(n_ctx),
-             # its own default is half the cores: a served model is the one process doing the model's work
-             "--n_threads", str(threads or os.cpu_count() or 2)], stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/models", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"llama.cpp server did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.5)
+    argv = [sys.executable, "-c", "from programs.llama_engine import plain_weight_buffers; plain_weight_buffers(); "
+            "import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')",
+            "--model", str(embedded_model(model).locate()), "--model_alias", model, "--host", "127.0.0.1",
+            "--port", str(port), "--n_ctx", str(n_ctx),
+            # its own default is half the cores: a served model is the one process doing the model's work
+            "--n_threads", str(threads or os.cpu_count() or 2)]
+    with served(argv, f"{base}/models", log or Path(tempfile.mkdtemp(prefix="selfx-server-")) / "server.log",
+                what="llama.cpp server", timeout=timeout):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # busy in a long evaluation: stop it for good
-            process.kill()
-            process.wait()

@@ -60,10 +60,9 @@ class OpenAICompatEngine:
             "temperature": 0.0 if config.temperature is None else config.temperature,
             "max_tokens": config.max_tokens or DEFAULT_MAX_TOKENS,
         }
-        # no penalty on repeated tokens: an explanation copies the review's words (docs/scale-out.md)
+        # the protocol's own penalties, explicitly off: an explanation copies the review's words. llama.cpp's
+        # repeat_penalty is outside the protocol and stays the server's (docs/scale-out.md)
         kwargs.update(frequency_penalty=0.0, presence_penalty=0.0)
-        if "api.openai.com" not in self.api_base:
-            kwargs["extra_body"] = {"repeat_penalty": 1.0}  # llama.cpp's servers default to a penalty
         if config.top_p is not None:
             kwargs["top_p"] = config.top_p
         if config.stop:

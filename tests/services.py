@@ -7,17 +7,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from experiments.servers import free_port
+from experiments.servers import free_port, served
 from tests.conftest import require
 
 
@@ -66,30 +63,10 @@ def postgres(databases: tuple[str, ...]) -> Iterator[str]:
 @contextmanager
 def mlflow_server(backend: str, artifacts: Path, timeout: float = 180.0) -> Iterator[str]:
     """``mlflow server`` on 127.0.0.1 with ``backend`` as its store and artifacts proxied to ``artifacts``; yields
-    its URL."""
+    its URL (its job consumers are children and stop with it)."""
     port = free_port()
-    log = artifacts.parent / "mlflow-server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-                                    "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-                                    "--port", str(port), "--workers", "1"], stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # its job consumers are children: stop them all
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow server did not start: {log.read_text()[-3000:]}") from None
-                time.sleep(0.5)
+    with served([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination",
+                 str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], f"{url}/health",
+                artifacts.parent / "mlflow-server.log", what="mlflow server", timeout=timeout):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()

@@ -32,8 +32,9 @@ def test_server_logprobs_arrive_as_lm15_logprobs(server):
     assert lm.history[-1]["outputs"] and lm.engine.schema_style in ("auto", "json_schema", "json_object")
 
 
-def test_no_repetition_penalty_reaches_the_server(server):
-    """llama.cpp's servers penalise repeated tokens by default; an explanation copies the review's words."""
+def test_the_protocols_penalties_are_sent_off(server):
+    """An explanation copies the review's words: the OpenAI protocol's repetition penalties are sent as 0, and
+    llama.cpp's own repeat_penalty, outside the protocol, is left to the server."""
     from programs.lm import make_lm
     from tests.fault_server import fault_server
 
@@ -42,7 +43,7 @@ def test_no_repetition_penalty_reaches_the_server(server):
         out = lm("Repeat: good good good good", max_tokens=8)
     assert out and state.requests
     body = state.requests[-1]
-    assert body["repeat_penalty"] == 1.0 and body["frequency_penalty"] == 0 and body["presence_penalty"] == 0
+    assert body["frequency_penalty"] == 0 and body["presence_penalty"] == 0 and "repeat_penalty" not in body
 
 
 def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
