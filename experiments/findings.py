@@ -49,9 +49,16 @@ def _evaluations(folder: Path) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
+def _data(row: Mapping[str, Any]) -> str:
+    """Which sentences: the study's 100 (huang2023) or the first n of SST-2 validation (files written before
+    evaluate recorded ``data`` are all SST-2)."""
+    data = row.get("data", "sst2")
+    return "the study's sentences" if data == "huang2023" else "SST-2 validation" if data == "sst2" else data
+
+
 def self_explanations(folder: Path) -> str:
     """Faithfulness of self-explanations through the explained program's own probe, baselines beside them."""
-    header = ["model", "program", "format", "n", "accuracy", "comprehensiveness (bins)", "random", "occlusion",
+    header = ["model", "data", "program", "format", "n", "accuracy", "comprehensiveness (bins)", "random", "occlusion",
               "LIME", "self - random (paired)", "self - occlusion (paired)", "self / occlusion",
               "Spearman vs own occlusion", "s/review (median)", "file"]
     rows = []
@@ -60,7 +67,7 @@ def self_explanations(folder: Path) -> str:
             continue
         occlusion = r.get("occlusion_comprehensiveness_bins")
         share = r["comprehensiveness_bins"] / occlusion if occlusion else None
-        rows.append([r["model"], PROGRAMS.get(program, program), r["format"], str(r["n"]), _num(r["accuracy"]),
+        rows.append([r["model"], _data(r), PROGRAMS.get(program, program), r["format"], str(r["n"]), _num(r["accuracy"]),
                      _ci(r, "comprehensiveness_bins"), _ci(r, "random_comprehensiveness_bins"),
                      _ci(r, "occlusion_comprehensiveness_bins"), _ci(r, "lime_comprehensiveness_bins"),
                      _ci(r, "comprehensiveness_bins_vs_random") + f", p {_num(r.get('comprehensiveness_bins_vs_random_p_value'))}",
