@@ -86,6 +86,9 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_too(tmp_path):
 def _register(uri: str, template: str) -> None:
     from experiments import tracking
 
+    # MLflow's set_experiment exports MLFLOW_EXPERIMENT_ID; an earlier test's id means nothing in this new store
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
     tracking.open_store(uri)
     tracking.register_prompt("selfx-race", template, message="race", tags={})
 
