@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from programs.types import Answer, InputError, first_line
+import sqlalchemy as sa
+
+from programs.types import Answer, InputError, database_url, first_line, masked_url
 
 DEFAULT_CACHE = Path(".selfx-cache") / "probe.sqlite"
 TABLE = "answers"  # the name older caches were created with: they stay valid
@@ -28,10 +29,10 @@ def cache_key(*parts: str) -> str:
 
 
 def cache_url(location: str | Path) -> str:
-    """The SQLAlchemy URL of a cache location: a file path (SQLite) or a database URL as given."""
+    """The SQLAlchemy URL of a cache location: a file path (SQLite) or a database URL."""
     text = str(location)
     if "://" in text:
-        return text
+        return database_url(text)
     path = Path(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
@@ -39,8 +40,6 @@ def cache_url(location: str | Path) -> str:
 
 class ProbeCache:
     def __init__(self, location: str | Path = DEFAULT_CACHE) -> None:
-        import sqlalchemy as sa
-
         self.location = str(location)
         self._lock = threading.Lock()
         url = cache_url(location)
@@ -55,8 +54,7 @@ class ProbeCache:
             with self._engine.connect() as connection:
                 connection.execute(sa.select(sa.func.count()).select_from(self._table)).scalar()
         except Exception as exc:  # SQLAlchemy's errors (corrupt file, refused connection, unknown driver)
-            shown = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", self.location)  # never a password on screen
-            raise InputError(f"probe cache {shown} cannot be used ({type(exc).__name__}: "
+            raise InputError(f"probe cache {masked_url(self.location)} cannot be used ({type(exc).__name__}: "
                              f"{first_line(exc, 200)}): it only holds answers that can be asked again, so delete a "
                              "corrupt file or pass another cache (a file path or a postgresql+psycopg:// URL)") from exc
         self._insert = _upsert(self._engine.dialect.name, self._table)
@@ -80,8 +78,6 @@ class ProbeCache:
             connection.execute(self._insert, rows)
 
     def __len__(self) -> int:
-        import sqlalchemy as sa
-
         with self._lock, self._engine.connect() as connection:
             return int(connection.execute(sa.select(sa.func.count()).select_from(self._table)).scalar())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,25 @@ def first_line(exc: BaseException, limit: int | None = 300) -> str:
     """
     lines = str(exc).splitlines()
     return lines[0][:limit] if lines else ""
+
+
+def database_url(url: str) -> str:
+    """A database URL with the driver selfx installs: ``postgresql://`` means psycopg 3 (SQLAlchemy would look for
+    psycopg2).
+
+    >>> database_url("postgresql://u@h/db"), database_url("sqlite:///x.db")
+    ('postgresql+psycopg://u@h/db', 'sqlite:///x.db')
+    """
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
+def masked_url(url: str) -> str:
+    """A database URL as it may be shown or logged: never its password.
+
+    >>> masked_url("postgresql+psycopg://selfx:secret@db:5432/optuna")
+    'postgresql+psycopg://selfx:***@db:5432/optuna'
+    """
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def tokenize(text: str) -> tuple[str, ...]:

@@ -68,7 +68,7 @@ def test_a_killed_workers_trial_fails_and_is_run_again(tmp_path):
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
     assert retry[0].params == failed[0].params  # the same variant, run again
-    assert len(counted_trials(study)) == 4 and len(trials) == 5
+    assert len(counted_trials(trials)) == 4 and len(trials) == 5
 
 
 def test_a_trial_killed_before_its_first_heartbeat_is_failed_too(tmp_path):
@@ -80,7 +80,7 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_too(tmp_path):
     _worker(url, 2, 0.05)
     trials = study.get_trials()
     assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
-    assert [t.state for t in counted_trials(study)].count(optuna.trial.TrialState.COMPLETE) == 2
+    assert [t.state for t in counted_trials(trials)].count(optuna.trial.TrialState.COMPLETE) == 2
 
 
 def _register(uri: str, template: str) -> None:

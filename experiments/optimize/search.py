@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dspy
+import optuna
 
 from experiments import progress, tracking
 from experiments.config import ExperimentConfig, Variant
@@ -30,7 +30,6 @@ from experiments.optimize.workers import (
     HELD_OUT_ATTR,
     PARENT_ATTR,
     counted_trials,
-    database_url,
     open_storage,
     storage_lock,
     work,
@@ -49,7 +48,7 @@ from experiments.variants import (
 )
 from programs.lm import make_lm
 from programs.probe_cache import DEFAULT_CACHE, ProbeCache
-from programs.types import InputError, first_line
+from programs.types import InputError, database_url, first_line, masked_url
 
 
 @dataclass
@@ -90,8 +89,6 @@ def optimize(config: ExperimentConfig, *, uri: str | None = None, storage: str |
 
 def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, probe_cache: str | None,
           parent_run_id: str | None = None, sampler_seed: int | None = None) -> _Session:
-    import optuna
-
     url = database_url(storage or config.search.storage)
     uri = uri or config.tracking_uri
     experiment = f"selfx-{config.name}-optimize"
@@ -109,12 +106,11 @@ def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, pro
     except InputError:
         raise
     except Exception as exc:  # SQLAlchemy, OSError and Optuna's own errors
-        raise InputError(f"optimisation storage {_without_password(url)} cannot be used ({type(exc).__name__}: {first_line(exc, 200)}): "
+        raise InputError(f"optimisation storage {masked_url(url)} cannot be used ({type(exc).__name__}: {first_line(exc, 200)}): "
                          "point --storage (or search.storage) at a writable sqlite:///path/optuna.db or a reachable "
                          "postgresql+psycopg://user@host:port/db, or move a corrupt database aside") from exc
     # several machines share one cache as a table of the study's PostgreSQL database; one machine, a SQLite file
     cache = ProbeCache(probe_cache or (url if url.startswith("postgresql") else DEFAULT_CACHE))
-    tracking.open_store(uri)
     if parent_run_id is None:
         # the first worker creates the parent run; the others (and a resumed study) find it in the study
         with storage_lock(url, name):
@@ -134,7 +130,7 @@ def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, pro
                            "trials": config.search.trials, "optimizer_metric": config.search.optimizer_metric,
                            "faithfulness_weight": config.search.faithfulness_weight,
                            "optimizer_budget": config.search.optimizer_budget,
-                           "space": json.dumps(config.search.space), "storage": _without_password(url),
+                           "space": json.dumps(config.search.space), "storage": masked_url(url),
                            "sampler": "NSGA-II", "study": name})
     return session
 
@@ -205,14 +201,13 @@ def _worker(config_json: str, uri: str | None, storage: str, probe_cache: str, p
 def _finish(session: _Session, lost: list[int]) -> dict[str, Any]:
     """Once every trial has ended: the Pareto plot, the held-out comparison and the summary on the parent run, done
     by one worker (the others wait for it and read its results), then the parent closed."""
-    import optuna
-
     study, config, parent = session.study, session.config, session.parent
     objectives = session.objectives
     states = optuna.trial.TrialState
     optuna.storages.fail_stale_trials(study)
-    pending = [t.number for t in study.get_trials(deepcopy=False) if t.state in (states.RUNNING, states.WAITING)]
-    counted = len(counted_trials(study))
+    trials = study.get_trials(deepcopy=False)
+    pending = [t.number for t in trials if t.state in (states.RUNNING, states.WAITING)]
+    counted = len(counted_trials(trials))
     if pending or counted < config.search.trials:
         raise RuntimeError(f"the study is not complete ({counted} of {config.search.trials} trials, "
                            f"{len(pending)} running or queued; worker exit codes {lost}): run the same command "
@@ -244,18 +239,13 @@ def _finish(session: _Session, lost: list[int]) -> dict[str, Any]:
             study.set_user_attr(HELD_OUT_ATTR, marker)
         tracking.end_parent(parent)  # again when another worker finished first: this one had reopened it
     return {"experiment": session.experiment, "parent_run_id": parent.run_id, "study": study.study_name,
-            "storage": _without_password(session.storage), "lost_workers": lost,
+            "storage": masked_url(session.storage), "lost_workers": lost,
             "failed": [{"number": t.number, "failure": t.user_attrs.get("failure"), "worker": t.user_attrs.get("worker")}
                        for t in trials if t.state == states.FAIL],
             "trials": len(trials), "pareto": [{"number": t.number, "values": t.values,
                                                "variant": t.user_attrs.get("variant"),
                                                "run_id": t.user_attrs.get("run_id")} for t in front],
             "held_out": comparison, "summary": summary["description"]}
-
-
-def _without_password(url: str) -> str:
-    """A database URL as it may be logged: a password never reaches MLflow or the screen."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _objective_value(value: float | None, objective: str) -> float:
@@ -269,8 +259,6 @@ def summarise_study(study: Any, front: Sequence[Any], objectives: Sequence[str],
                     comparison: dict[str, Any]) -> dict[str, Any]:
     """What the parent run shows: the best dev value per objective, and each held-out candidate against the paper
     variant (differences with CIs and p-values), as metrics and a description."""
-    import optuna
-
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     metrics: dict[str, Any] = {"trials": len(study.trials), "trials_failed": len(failed), "pareto_size": len(front)}
     lines = [f"Optuna NSGA-II, {len(study.trials)} trials ({len(failed)} failed), {len(front)} on the Pareto front."]

@@ -15,7 +15,7 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,12 +28,6 @@ from programs.types import InputError
 
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its one MLflow parent run
 HELD_OUT_ATTR = "held_out_run_digest"  # set once the held-out comparison of this many trials is logged
-
-
-def database_url(url: str) -> str:
-    """A storage URL with the driver selfx installs: ``postgresql://`` means psycopg 3 (SQLAlchemy would look for
-    psycopg2)."""
-    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
 def open_storage(url: str, heartbeat_seconds: int) -> Any:
@@ -93,9 +87,8 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
-def counted_trials(study: Any) -> list[Any]:
+def counted_trials(trials: Sequence[Any]) -> list[Any]:
     """The trials that use the budget: every trial except a failed one that was queued again (its retry counts)."""
-    trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in (optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t) or [])}
     return [t for t in trials if t.number not in retried]
 
@@ -111,7 +104,7 @@ def work(study: Any, objective: Callable[[Any], tuple[float, ...]], budget: int,
             asking.enter_context(storage_lock(storage, f"{study.study_name}:ask"))
             optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
-            if any(t.state == states.WAITING for t in trials) or len(counted_trials(study)) < budget:
+            if any(t.state == states.WAITING for t in trials) or len(counted_trials(trials)) < budget:
 
                 def asked(trial: Any) -> tuple[float, ...]:
                     asking.close()  # the trial is in the storage, RUNNING: the others may count it now
