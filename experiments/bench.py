@@ -148,33 +148,44 @@ def study_seconds(lm_spec: str, n: int) -> dict[str, float]:
     return out
 
 
-def api_speedup(texts: list[str], model: str = "smollm2-135m") -> dict[str, float]:
-    """The same probe texts through a local OpenAI-compatible llama.cpp server at concurrency 1 and 4."""
-    from experiments.servers import llama_server
+def api_speedup(texts: list[str], model: str = "smollm2-135m") -> dict[str, Any]:
+    """The same probe texts through a local OpenAI-compatible llama.cpp server at concurrency 1 and 4 (a server
+    with 4 slots when it has them: ``$SELFX_LLAMA_SERVER``), and whether the answers agree."""
+    from experiments.servers import llama_server, server_kind
     from programs.lm import make_lm
     from programs.probe import ProgramProbe
     from programs.self_explain import SentimentProgram
 
-    out = {}
-    with llama_server(model) as base:
+    out: dict[str, Any] = {"api_server": server_kind(), "api_model": model, "api_texts": len(texts)}
+    readings = {}
+    with llama_server(model, parallel=4) as base:
         lm = make_lm(model, api_base=base, cache=False)
+        ProgramProbe(SentimentProgram("P"), lm, concurrency=1).answers(texts[:1])  # load and warm the server
         for concurrency in (1, 4):
             probe = ProgramProbe(SentimentProgram("P"), lm, concurrency=concurrency)
             began = time.perf_counter()
             answers = probe.answers(texts)
             out[f"api_texts_per_second_concurrency_{concurrency}"] = len(texts) / (time.perf_counter() - began)
             out[f"api_failures_concurrency_{concurrency}"] = sum(not a.ok for a in answers)
+            readings[concurrency] = [(a.label, a.p_positive.get("logprob")) for a in answers]
     out["api_speedup"] = out["api_texts_per_second_concurrency_4"] / out["api_texts_per_second_concurrency_1"]
+    # a batching server computes a request beside others in one pass: its float sums may differ slightly
+    out["api_labels_agree"] = sum(a[0] == b[0] for a, b in zip(readings[1], readings[4])) / len(texts)
+    out["api_max_p_difference"] = max((abs(a[1] - b[1]) for a, b in zip(readings[1], readings[4])
+                                       if a[1] is not None and b[1] is not None), default=0.0)
     return out
 
 
-def bench(lm_spec: str = "local", scale: str = "quick", *, probe_texts: int = 300, api_texts: int = 24,
+def bench(lm_spec: str = "local", scale: str = "quick", *, probe_texts: int = 300, api_texts: int = 64,
           api: bool = True) -> dict[str, Any]:
     """Every figure of the benchmark, measured in this process on this machine."""
+    from experiments.servers import server_kind
     from programs.lm import describe_lm, make_lm
 
     if scale not in SCALES:
         raise InputError(f"unknown scale {scale!r}; choose one of {list(SCALES)}")
+    if api:
+        server_kind()  # a bad $SELFX_LLAMA_SERVER stops the bench before its first measurement
     lm = make_lm(lm_spec, cache=False)
     texts = probe_workload(3, probe_texts)
     result: dict[str, Any] = {**describe_lm(lm), "scale": scale, **probe_paths(lm, texts)}
@@ -204,9 +215,11 @@ def table(result: dict[str, Any]) -> str:
               f"study ({result['scale']}): {result['study_seconds_cold']:.0f} s cold, "
               f"{result['study_seconds_cached']:.1f} s from the cache ({100 * result['study_cached_share']:.1f} %)"]
     if "api_speedup" in result:
-        lines.append(f"API (local llama.cpp server): {result['api_texts_per_second_concurrency_1']:.1f} texts/s at "
-                     f"concurrency 1, {result['api_texts_per_second_concurrency_4']:.1f} at 4: "
-                     f"{result['api_speedup']:.2f}x")
+        lines.append(f"API ({result['api_model']} on a local {result['api_server']} server): "
+                     f"{result['api_texts_per_second_concurrency_1']:.1f} texts/s at concurrency 1, "
+                     f"{result['api_texts_per_second_concurrency_4']:.1f} at 4: {result['api_speedup']:.2f}x; "
+                     f"labels agree {100 * result['api_labels_agree']:.0f} %, P(positive) within "
+                     f"{result['api_max_p_difference']:.1e}")
     profile = result["profile_seconds_per_text"]
     lines.append("per text: " + ", ".join(f"{k.replace('_', ' ')} {1000 * v:.1f} ms" for k, v in profile.items()))
     return "\n".join(lines)

@@ -115,12 +115,12 @@ def throughput(folder: Path) -> str:
     """``selfx bench``: the probe's paths side by side, the study cold and cached, the API at concurrency."""
     header = ["model", "probe texts", "texts/s serial", "texts/s trie walk", "speed-up", "tokens/text serial",
               "tokens/text trie walk", "% of raw llama.cpp", "study cold (s)", "study cached (s)",
-              "API texts/s at 1 / 4", "file"]
+              "API texts/s at 1 / 4 (server)", "file"]
     rows = []
     for path in sorted(folder.glob("bench_*.json")):
         r = json.loads(path.read_text(encoding="utf-8"))
         api = (f"{_num(r['api_texts_per_second_concurrency_1'], 1)} / {_num(r['api_texts_per_second_concurrency_4'], 1)}"
-               if "api_speedup" in r else "-")
+               f" ({r.get('api_server', 'llama-cpp-python')})" if "api_speedup" in r else "-")
         rows.append([r["model"], str(r["probe_texts"]), _num(r["probe_texts_per_second_serial"], 1),
                      _num(r["probe_texts_per_second_batched"], 1), f"{r['probe_speedup']:.2f}x",
                      _num(r["tokens_per_text_serial"], 1), _num(r["tokens_per_text_batched"], 1),

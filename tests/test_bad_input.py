@@ -19,7 +19,7 @@ def jsonl(*rows: object) -> str:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
 
 
-# case -> (files to write, argv ({d} is the folder), exit code, what the one line must say)
+# case -> (files to write, argv ({d} is the folder), exit code, what the one line must say[, environment])
 CASES = {
     "data file missing": ({}, ["evaluate", "--data", "{d}/none.jsonl", "--n", "1"], 2, "data file not found"),
     "data file empty": ({"e.jsonl": ""}, ["evaluate", "--data", "{d}/e.jsonl"], 2, "no examples found"),
@@ -72,12 +72,17 @@ CASES = {
                        "no MLflow run '0123456789abcdef'"),
     "experiment unknown": ({}, ["export", "--experiment", "nope", "--tracking-uri", "sqlite:///{d}/mlflow.db"], 2,
                            "no MLflow experiment 'nope'"),
+    "SELFX_LLAMA_SERVER not a binary": ({}, ["bench", "--no-mlflow"], 2,
+                                        "SELFX_LLAMA_SERVER=/nonexistent/llama-server is not an executable file",
+                                        {"SELFX_LLAMA_SERVER": "/nonexistent/llama-server"}),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_gets_one_clear_line(case, tmp_path, capsys):
-    files, argv, code, message = CASES[case]
+def test_bad_input_gets_one_clear_line(case, tmp_path, capsys, monkeypatch):
+    files, argv, code, message, *env = CASES[case]
+    for name, value in (env[0] if env else {}).items():
+        monkeypatch.setenv(name, value)
     for name, text in files.items():
         (tmp_path / name).write_text(text.replace("{d}", str(tmp_path)))
     assert main([a.replace("{d}", str(tmp_path)) for a in argv]) == code
