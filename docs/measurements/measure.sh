@@ -26,3 +26,12 @@ ablation() { local file=$out/ep_answer_formats_${1}demos_n$2.jsonl
   [ -s "$file" ] || python docs/measurements/ep_answer_formats.py "$3" "$2" "$1" > "$file"; }
 ablation 8 100 json:21,json:polarity,text:21,text:polarity,text:5,json:5
 ablation 16 200 P:none,json:polarity,textS:5,textS:polarity
+
+# The rest of issue 25's table (both models, both orders, both formats, the study's 100 sentences and the
+# first 200 validation sentences); the first 100 validation answers come from the probe cache
+run gemma_pe_polarity_val200   evaluate --program PE --format polarity --faithfulness --lime-samples 5 --n 200
+run gemma_ep_polarity_huang100 evaluate --data huang2023 --program EP --format polarity --faithfulness --n 100
+run gemma_pe_numeric_huang100  evaluate --data huang2023 --program PE --format numeric --faithfulness --lime-samples 5 --n 100
+run smollm2_pe_polarity_huang100 evaluate --lm local:smollm2-135m --data huang2023 --program PE --format polarity --faithfulness --lime-samples 5 --n 100
+run smollm2_ep_polarity_val100 evaluate --lm local:smollm2-135m --program EP --format polarity --faithfulness --n 100
+run smollm2_pe_numeric_val100  evaluate --lm local:smollm2-135m --program PE --format numeric --faithfulness --lime-samples 5 --n 100
