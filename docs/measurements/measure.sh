@@ -35,3 +35,7 @@ run gemma_pe_numeric_huang100  evaluate --data huang2023 --program PE --format n
 run smollm2_pe_polarity_huang100 evaluate --lm local:smollm2-135m --data huang2023 --program PE --format polarity --faithfulness --lime-samples 5 --n 100
 run smollm2_ep_polarity_val100 evaluate --lm local:smollm2-135m --program EP --format polarity --faithfulness --n 100
 run smollm2_pe_numeric_val100  evaluate --lm local:smollm2-135m --program PE --format numeric --faithfulness --lime-samples 5 --n 100
+
+# Issue 25's study: does optimisation beat the paper prompt? (2-3 h or more on 2 cores; it resumes where it
+# stopped: Optuna's trials, MLflow's runs and the probe cache persist)
+run study_optimize optimize experiments/configs/study.yaml
