@@ -149,8 +149,8 @@ def study_seconds(lm_spec: str, n: int) -> dict[str, float]:
 
 
 def api_speedup(texts: list[str], model: str = "smollm2-135m") -> dict[str, Any]:
-    """The same probe texts through a local OpenAI-compatible llama.cpp server at concurrency 1 and 4 (a server
-    with 4 slots when it has them: ``$SELFX_LLAMA_SERVER``), and whether the answers agree."""
+    """The same probe texts through a local OpenAI-compatible llama.cpp server at concurrency 1 and 4 (a
+    server with 4 slots when it has them: ``$SELFX_LLAMA_SERVER``), and whether the answers agree."""
     from experiments.servers import llama_server, server_kind
     from programs.lm import make_lm
     from programs.probe import ProgramProbe
@@ -170,9 +170,10 @@ def api_speedup(texts: list[str], model: str = "smollm2-135m") -> dict[str, Any]
             readings[concurrency] = [(a.label, a.p_positive.get("logprob")) for a in answers]
     out["api_speedup"] = out["api_texts_per_second_concurrency_4"] / out["api_texts_per_second_concurrency_1"]
     # a batching server computes a request beside others in one pass: its float sums may differ slightly
-    out["api_labels_agree"] = sum(a[0] == b[0] for a, b in zip(readings[1], readings[4])) / len(texts)
-    out["api_max_p_difference"] = max((abs(a[1] - b[1]) for a, b in zip(readings[1], readings[4])
-                                       if a[1] is not None and b[1] is not None), default=0.0)
+    pairs = list(zip(readings[1], readings[4], strict=True))
+    out["api_labels_agree"] = sum(a[0] == b[0] for a, b in pairs) / len(texts)
+    out["api_max_p_difference"] = max((abs(a[1] - b[1]) for a, b in pairs if a[1] is not None and b[1] is not None),
+                                      default=0.0)
     return out
 
 
