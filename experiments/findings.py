@@ -120,7 +120,7 @@ def throughput(folder: Path) -> str:
     for path in sorted(folder.glob("bench_*.json")):
         r = json.loads(path.read_text(encoding="utf-8"))
         api = (f"{_num(r['api_texts_per_second_concurrency_1'], 1)} / {_num(r['api_texts_per_second_concurrency_4'], 1)}"
-               f" ({r.get('api_server', 'llama-cpp-python')})" if "api_speedup" in r else "-")
+               f" ({r['api_server']})" if "api_speedup" in r else "-")
         rows.append([r["model"], str(r["probe_texts"]), _num(r["probe_texts_per_second_serial"], 1),
                      _num(r["probe_texts_per_second_batched"], 1), f"{r['probe_speedup']:.2f}x",
                      _num(r["tokens_per_text_serial"], 1), _num(r["tokens_per_text_batched"], 1),
