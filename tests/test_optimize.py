@@ -45,8 +45,14 @@ def test_tiny_study_logs_trials_and_resumes(tmp_path, monkeypatch):
     assert all(r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"] for r in trials)
     parent_files = {f.path for f in mlflow.MlflowClient(tracking_uri=uri).list_artifacts(result["parent_run_id"])}
     assert "pareto.png" in parent_files
+    table = result["trial_table"]
+    assert [t["number"] for t in table] == [0, 1] and all(t["state"] == "COMPLETE" for t in table)
+    assert all(len(t["values"]) == 2 and t["variant"]["program"] in ("PE-topk", "PE") and t["seconds"] > 0
+               for t in table)
+    assert result["wall_seconds"] >= sum(t["seconds"] for t in table)
     again = optimize(config, uri=uri)  # the study resumes: its budget is already spent
     assert again["trials"] == 2
+    assert again["wall_seconds"] == result["wall_seconds"]  # the study's, not the re-run's
 
 
 @pytest.mark.slow

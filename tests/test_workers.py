@@ -113,3 +113,28 @@ def test_workers_registering_the_same_prompt_at_once_share_one_version(tmp_path)
     # all succeeded with the one template (two versions of it can appear: MLflow creates a prompt and its first
     # version in two transactions, so a worker can find the prompt before its version and add one)
     assert versions and len({v.template for v in versions}) == 1
+
+
+def test_a_resumed_study_does_not_propose_its_first_variants_again():
+    """A process resuming a study after n trials samples from a fresh stream; the same seed again would repeat the
+    first generation's variants (cached, so free, but each one a spent trial)."""
+    from experiments.config import ExperimentConfig
+    from experiments.optimize.search import _sampler, population_size
+
+    config = ExperimentConfig.model_validate({"name": "s", "search": {"trials": 16, "space": {
+        "program": ["PE", "EP", "PE-topk"], "format": ["numeric", "polarity"], "demos": [0, 8, 16],
+        "decision": ["generated", "batch"], "optimizer": ["none", "bootstrap", "mipro", "gepa"]}}})
+    assert population_size(config) == 4  # four generations in a 16-trial budget
+
+    def proposals(study: optuna.Study, n: int) -> list[dict]:
+        study.optimize(lambda t: (len([t.suggest_categorical(d, o) for d, o in config.search.space.items()]), 0.0),
+                       n_trials=n)
+        return [t.params for t in study.trials[-n:]]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=_sampler(config))
+    first = proposals(study, 2)  # half of the first generation (random), then a resumption
+    study.sampler = _sampler(config, resumed_after=len(study.trials))  # what a resuming process does
+    assert proposals(study, 2) != first
+    fresh = optuna.create_study(directions=["maximize", "maximize"], sampler=_sampler(config))
+    assert proposals(fresh, 2) == first  # a fresh study is as reproducible as before

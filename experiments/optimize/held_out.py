@@ -34,8 +34,8 @@ def held_out(front: Sequence[Any], objectives: Sequence[str], config: Experiment
 
     The candidates are :func:`best_per_objective` (so the held-out cost stays bounded), each reloaded from
     its MLflow run exactly as compiled. Each is measured on the test slice with CIs and compared with the
-    paper variant on the same sentences: McNemar and a paired difference for accuracy, a paired difference
-    for comprehensiveness; ``beats_paper`` says where the paired 95 % CI lies above zero. ``log(label, variant,
+    paper variant on the same sentences: a paired difference and McNemar's exact test for accuracy, a paired
+    difference for comprehensiveness; ``beats_paper`` says where the paired 95 % CI lies above zero. ``log(label, variant,
     program, evaluation)`` records each candidate's evaluation (a nested run) and returns its run id.
     """
     candidates: list[tuple[str, Variant, Any, str | None]] = [("paper", PAPER, None, None)] + [
@@ -60,8 +60,11 @@ def held_out(front: Sequence[Any], objectives: Sequence[str], config: Experiment
         if label == "paper":
             continue
         both = [(a, b) for a, b in zip(values["accuracy"], paper["accuracy"]) if a is not None and b is not None]
-        vs_accuracy = {**mcnemar([a == 1 for a, _ in both], [b == 1 for _, b in both]),
-                       **paired_difference([a for a, _ in both], [b for _, b in both], seed=config.seed)}
+        exact = mcnemar([a == 1 for a, _ in both], [b == 1 for _, b in both])
+        # the paired bootstrap's p stays ``p_value`` (as for comprehensiveness); McNemar's exact test beside it
+        vs_accuracy = {**paired_difference([a for a, _ in both], [b for _, b in both], seed=config.seed),
+                       "mcnemar_p_value": exact["p_value"], "only_candidate_correct": exact["only_a"],
+                       "only_paper_correct": exact["only_b"]}
         vs_comp = paired_difference(values["comprehensiveness"], paper["comprehensiveness"], seed=config.seed)
         measured[label]["vs_paper_accuracy"] = vs_accuracy
         measured[label]["vs_paper_comprehensiveness"] = vs_comp

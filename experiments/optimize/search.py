@@ -16,6 +16,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import dspy
@@ -27,6 +28,7 @@ from experiments.optimize.compile import compile_with
 from experiments.optimize.held_out import MINIMISE, held_out
 from experiments.optimize.objective import OptimizerMetric, dev_objectives
 from experiments.optimize.workers import (
+    FINISHED_ATTR,
     HELD_OUT_ATTR,
     PARENT_ATTR,
     counted_trials,
@@ -100,9 +102,9 @@ def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, pro
     digest = config_digest(config.model_copy(update={"search": same_search, "tracking_uri": None}))[:8]
     name = f"selfx-{config.name}-{digest}"
     try:  # before any model work: a bad storage must not cost a trial
-        sampler = optuna.samplers.NSGAIISampler(seed=config.seed if sampler_seed is None else sampler_seed)
         study = optuna.create_study(study_name=name, storage=open_storage(url, config.search.heartbeat_seconds),
-                                    directions=directions, sampler=sampler, load_if_exists=True)
+                                    directions=directions, load_if_exists=True)
+        study.sampler = _sampler(config, sampler_seed, resumed_after=len(study.trials))
     except InputError:
         raise
     except Exception as exc:  # SQLAlchemy, OSError and Optuna's own errors
@@ -131,8 +133,22 @@ def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, pro
                            "faithfulness_weight": config.search.faithfulness_weight,
                            "optimizer_budget": config.search.optimizer_budget,
                            "space": json.dumps(config.search.space), "storage": masked_url(url),
-                           "sampler": "NSGA-II", "study": name})
+                           "sampler": "NSGA-II", "population_size": population_size(config),
+                           "study": name})
     return session
+
+
+def _sampler(config: ExperimentConfig, seed: int | None = None, *, resumed_after: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Generations of a quarter of the budget, so a 16-trial study evolves over four (Optuna's
+    default of 50 would leave any budget under 50 a random search). A study resumed after ``n`` trials draws a
+    fresh random stream (seed + n): the same seed would propose the first trials' variants again."""
+    return optuna.samplers.NSGAIISampler(population_size=population_size(config),
+                                         seed=(config.seed if seed is None else seed) + resumed_after)
+
+
+def population_size(config: ExperimentConfig) -> int:
+    """NSGA-II's generation size for the config's trial budget."""
+    return max(2, min(50, config.search.trials // 4))
 
 
 def _trials(session: _Session) -> None:
@@ -236,16 +252,30 @@ def _finish(session: _Session, lost: list[int]) -> dict[str, Any]:
             summary = summarise_study(study, front, objectives, comparison)
             parent.log_metrics(summary["metrics"])
             parent.describe(summary["description"])
+            study.set_user_attr(FINISHED_ATTR, datetime.now().isoformat())
             study.set_user_attr(HELD_OUT_ATTR, marker)
         tracking.end_parent(parent)  # again when another worker finished first: this one had reopened it
     return {"experiment": session.experiment, "parent_run_id": parent.run_id, "study": study.study_name,
             "storage": masked_url(session.storage), "lost_workers": lost,
             "failed": [{"number": t.number, "failure": t.user_attrs.get("failure"), "worker": t.user_attrs.get("worker")}
                        for t in trials if t.state == states.FAIL],
-            "trials": len(trials), "pareto": [{"number": t.number, "values": t.values,
+            "trials": len(trials), "wall_seconds": _wall_seconds(trials, study.user_attrs.get(FINISHED_ATTR)),
+            "trial_table": [{"number": t.number, "state": t.state.name, "values": t.values,
+                             "variant": t.user_attrs.get("variant"), "run_id": t.user_attrs.get("run_id"),
+                             "seconds": t.duration.total_seconds() if t.duration else None} for t in trials],
+            "pareto": [{"number": t.number, "values": t.values,
                                                "variant": t.user_attrs.get("variant"),
                                                "run_id": t.user_attrs.get("run_id")} for t in front],
             "held_out": comparison, "summary": summary["description"]}
+
+
+def _wall_seconds(trials: Sequence[Any], finished: str | None) -> float | None:
+    """From the first trial's start to the held-out comparison's end: the study's wall time, pauses and
+    resumptions included."""
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    if not starts or not finished:
+        return None
+    return (datetime.fromisoformat(finished) - min(starts)).total_seconds()
 
 
 def _objective_value(value: float | None, objective: str) -> float:
@@ -280,10 +310,13 @@ def summarise_study(study: Any, front: Sequence[Any], objectives: Sequence[str],
             diff = row.get(f"vs_paper_{objective}")
             if not diff or diff.get("difference") is None:
                 continue
-            for part in ("difference", "ci_low", "ci_high", "p_value"):
-                metrics[f"heldout_{key}_vs_paper_{objective}_{part}"] = diff[part]
+            for part in ("difference", "ci_low", "ci_high", "p_value", "mcnemar_p_value"):
+                if part in diff:
+                    metrics[f"heldout_{key}_vs_paper_{objective}_{part}"] = diff[part]
             verdict = "beats" if row["beats_paper"][objective] else "does not beat"
             lines.append(f"Held out, {label} ({row['variant']}) {verdict} the paper variant on {objective}: "
                          f"{diff['difference']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}], "
-                         f"p = {diff['p_value']:.3f}, {diff['n']} sentences.")
+                         f"p = {diff['p_value']:.3f}"
+                         + (f" (McNemar {diff['mcnemar_p_value']:.3f})" if "mcnemar_p_value" in diff else "")
+                         + f", {diff['n']} sentences.")
     return {"metrics": metrics, "description": " ".join(lines)}

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from programs.types import InputError
 
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its one MLflow parent run
+FINISHED_ATTR = "finished_at"  # when the held-out comparison was logged (local ISO time, as Optuna's own)
 HELD_OUT_ATTR = "held_out_run_digest"  # set once the held-out comparison of this many trials is logged
 
 
