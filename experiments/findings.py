@@ -158,7 +158,76 @@ def scale_out(folder: Path) -> str:
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 
+def _optimisations(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(file name, result) of every ``selfx optimize --json`` file (``*_optimize.json``)."""
+    return [(path.name, json.loads(path.read_text(encoding="utf-8"))) for path in sorted(folder.glob("*_optimize.json"))]
+
+
+def _variant(v: Mapping[str, Any]) -> list[str]:
+    return [PROGRAMS.get(v["program"], v["program"]), v.get("format", "numeric"), str(v["demos"]),
+            v["demo_source"] if v["demos"] else "-", v["decision"], v["optimizer"]]
+
+
+def optimisation_trials(folder: Path) -> str:
+    """Every trial of an optimisation: the variant Optuna proposed and its two dev objectives."""
+    header = ["study", "trial", "program", "format", "demos", "demo source", "decision", "optimiser", "dev accuracy",
+              "dev comprehensiveness (bins)", "on the Pareto front", "minutes"]
+    rows = []
+    for name, r in _optimisations(folder):
+        front = {p["number"] for p in r["pareto"]}
+        for t in r["trial_table"]:
+            values = t["values"] or [None, None]
+            rows.append([f"`{name}`", str(t["number"]), *(_variant(t["variant"]) if t["variant"] else ["failed"] + [""] * 5),
+                         _num(values[0]), _num(values[1]), "yes" if t["number"] in front else "",
+                         _num(t["seconds"] / 60 if t["seconds"] is not None else None, 1)])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def optimisation_dimensions(folder: Path) -> str:
+    """Each value of each searched dimension: how many trials used it, their mean and best dev objectives."""
+    header = ["study", "dimension", "value", "trials", "mean dev accuracy", "best dev accuracy",
+              "mean dev comprehensiveness", "best dev comprehensiveness"]
+    rows = []
+    for name, r in _optimisations(folder):
+        done = [t for t in r["trial_table"] if t["state"] == "COMPLETE" and t["variant"]]
+        for dimension in ("program", "format", "demos", "decision", "optimizer"):
+            for value in sorted({str(t["variant"][dimension]) for t in done}):
+                group = [t["values"] for t in done if str(t["variant"][dimension]) == value]
+                accuracy = [v[0] for v in group if abs(v[0]) != float("inf")]
+                comp = [v[1] for v in group if abs(v[1]) != float("inf")]
+                rows.append([f"`{name}`", dimension, PROGRAMS.get(value, value) if dimension == "program" else value,
+                             str(len(group)), _num(sum(accuracy) / len(accuracy) if accuracy else None),
+                             _num(max(accuracy, default=None)), _num(sum(comp) / len(comp) if comp else None),
+                             _num(max(comp, default=None))])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def optimisation_held_out(folder: Path) -> str:
+    """The optimisation's best trials against the study's paper variant on held-out sentences, paired."""
+    header = ["study", "candidate", "variant", "accuracy [95 % CI]", "comprehensiveness (bins) [95 % CI]",
+              "random explanation", "accuracy - paper [95 % CI], p (McNemar)", "comprehensiveness - paper [95 % CI], p",
+              "wall time (min)"]
+    rows = []
+    for name, r in _optimisations(folder):
+        for label, row in r["held_out"].items():
+            def versus(key: str, row: Mapping[str, Any] = row) -> str:
+                d = row.get(key)
+                if not d or d.get("difference") is None:
+                    return "-"
+                mcnemar = f" ({_num(d['mcnemar_p_value'])})" if "mcnemar_p_value" in d else ""
+                return (f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], "
+                        f"p {_num(d['p_value'])}{mcnemar}")
+            rows.append([f"`{name}`", label, f"`{row['variant']}`", _ci(row, "accuracy"), _ci(row, "comprehensiveness_bins"),
+                         _num(row.get("random_comprehensiveness_bins")), versus("vs_paper_accuracy"),
+                         versus("vs_paper_comprehensiveness"),
+                         _num(r["wall_seconds"] / 60 if r.get("wall_seconds") else None, 0) if label == "paper" else ""])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
+    "optimisation-trials": optimisation_trials,
+    "optimisation-dimensions": optimisation_dimensions,
+    "optimisation-held-out": optimisation_held_out,
     "scale-out": scale_out,
     "self-explanations": self_explanations,
     "decision-rules": decision_rules,

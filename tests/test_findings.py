@@ -27,3 +27,30 @@ def test_a_new_measurement_changes_its_table_and_nothing_else(tmp_path):
     assert line.startswith("| m | the study's sentences | P-E | polarity | 3 | 0.500 | 0.200 [0.100, 0.300] | 0.050 [n/a, n/a] | 0.400")
     assert "0.150 [0.020, 0.280], p 0.010" in line and "| 0.50 |" in line  # self / occlusion
     assert render(fresh, tmp_path) == fresh
+
+
+def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(tmp_path):
+    variant = {"program": "PE", "format": "polarity", "demos": 8, "demo_source": "occlusion", "decision": "batch",
+               "optimizer": "mipro"}
+    result = {"wall_seconds": 5400, "pareto": [{"number": 1}],
+              "trial_table": [{"number": 0, "state": "FAIL", "values": None, "variant": None, "seconds": 30.0},
+                              {"number": 1, "state": "COMPLETE", "values": [0.8, 0.05], "variant": variant, "seconds": 120.0},
+                              {"number": 2, "state": "COMPLETE", "values": [0.6, 0.03],
+                               "variant": {**variant, "program": "EP", "demos": 0}, "seconds": 60.0}],
+              "held_out": {"paper": {"variant": "PE-0demos", "accuracy": 0.7, "accuracy_ci_low": 0.6, "accuracy_ci_high": 0.8},
+                           "pareto#1": {"variant": "PE-polarity", "accuracy": 0.8, "accuracy_ci_low": 0.7,
+                                        "accuracy_ci_high": 0.9, "comprehensiveness_bins": 0.05,
+                                        "vs_paper_accuracy": {"difference": 0.1, "ci_low": 0.02, "ci_high": 0.18,
+                                                              "p_value": 0.01, "mcnemar_p_value": 0.02},
+                                        "vs_paper_comprehensiveness": {"difference": None}}}}
+    (tmp_path / "s_optimize.json").write_text(json.dumps(result))
+    text = "".join(f"<!-- table: {t} -->\n<!-- end: {t} -->\n"
+                   for t in ("optimisation-trials", "optimisation-dimensions", "optimisation-held-out"))
+    fresh = render(text, tmp_path)
+    assert "| `s_optimize.json` | 0 | failed |" in fresh
+    assert "| `s_optimize.json` | 1 | P-E | polarity | 8 | occlusion | batch | mipro | 0.800 | 0.050 | yes | 2.0 |" in fresh
+    assert "| `s_optimize.json` | 2 | E-P | polarity | 0 | - |" in fresh  # no demos: no demo source
+    assert "| `s_optimize.json` | program | E-P | 1 | 0.600 |" in fresh
+    assert "| `s_optimize.json` | format | polarity | 2 | 0.700 | 0.800 | 0.040 | 0.050 |" in fresh
+    assert "| paper | `PE-0demos` | 0.700 [0.600, 0.800] | n/a | n/a | - | - | 90 |" in fresh
+    assert "+0.100 [+0.020, +0.180], p 0.010 (0.020) | - |" in fresh
