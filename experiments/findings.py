@@ -171,14 +171,16 @@ def _variant(v: Mapping[str, Any]) -> list[str]:
 def optimisation_trials(folder: Path) -> str:
     """Every trial of an optimisation: the variant Optuna proposed and its two dev objectives."""
     header = ["study", "trial", "program", "format", "demos", "demo source", "decision", "optimiser", "dev accuracy",
-              "dev comprehensiveness (bins)", "on the Pareto front", "minutes"]
+              "dev comprehensiveness (bins)", "outcome", "minutes"]
     rows = []
     for name, r in _optimisations(folder):
         front = {p["number"] for p in r["pareto"]}
         for t in r["trial_table"]:
             values = t["values"] or [None, None]
-            rows.append([f"`{name}`", str(t["number"]), *(_variant(t["variant"]) if t["variant"] else ["failed"] + [""] * 5),
-                         _num(values[0]), _num(values[1]), "yes" if t["number"] in front else "",
+            outcome = ("Pareto front" if t["number"] in front else "" if t["state"] == "COMPLETE" else
+                       f"{t['state'].lower()}: {t.get('failure') or 'killed'}")
+            rows.append([f"`{name}`", str(t["number"]), *(_variant(t["variant"]) if t["variant"] else ["?"] * 6),
+                         _num(values[0]), _num(values[1]), outcome.replace("|", "/"),
                          _num(t["seconds"] / 60 if t["seconds"] is not None else None, 1)])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 

@@ -33,7 +33,8 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
     variant = {"program": "PE", "format": "polarity", "demos": 8, "demo_source": "occlusion", "decision": "batch",
                "optimizer": "mipro"}
     result = {"wall_seconds": 5400, "pareto": [{"number": 1}],
-              "trial_table": [{"number": 0, "state": "FAIL", "values": None, "variant": None, "seconds": 30.0},
+              "trial_table": [{"number": 0, "state": "FAIL", "values": None, "variant": {**variant, "program": "PE-topk"},
+                               "failure": "AdapterParseError: Unterminated string", "seconds": 30.0},
                               {"number": 1, "state": "COMPLETE", "values": [0.8, 0.05], "variant": variant, "seconds": 120.0},
                               {"number": 2, "state": "COMPLETE", "values": [0.6, 0.03],
                                "variant": {**variant, "program": "EP", "demos": 0}, "seconds": 60.0}],
@@ -47,8 +48,8 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
     text = "".join(f"<!-- table: {t} -->\n<!-- end: {t} -->\n"
                    for t in ("optimisation-trials", "optimisation-dimensions", "optimisation-held-out"))
     fresh = render(text, tmp_path)
-    assert "| `s_optimize.json` | 0 | failed |" in fresh
-    assert "| `s_optimize.json` | 1 | P-E | polarity | 8 | occlusion | batch | mipro | 0.800 | 0.050 | yes | 2.0 |" in fresh
+    assert "| 0 | P-E top-k | polarity | 8 | occlusion | batch | mipro | n/a | n/a | fail: AdapterParseError: Unterminated" in fresh
+    assert "| `s_optimize.json` | 1 | P-E | polarity | 8 | occlusion | batch | mipro | 0.800 | 0.050 | Pareto front | 2.0 |" in fresh
     assert "| `s_optimize.json` | 2 | E-P | polarity | 0 | - |" in fresh  # no demos: no demo source
     assert "| `s_optimize.json` | program | E-P | 1 | 0.600 |" in fresh
     assert "| `s_optimize.json` | format | polarity | 2 | 0.700 | 0.800 | 0.040 | 0.050 |" in fresh

@@ -138,3 +138,24 @@ def test_a_resumed_study_does_not_propose_its_first_variants_again():
     assert proposals(study, 2) != first
     fresh = optuna.create_study(directions=["maximize", "maximize"], sampler=_sampler(config))
     assert proposals(fresh, 2) == first  # a fresh study is as reproducible as before
+
+
+def test_an_optimiser_answer_that_cannot_be_parsed_fails_its_trial_not_the_study(tmp_path):
+    """MIPROv2 on a 270M model may propose an instruction its adapter cannot parse: that trial fails (its reason
+    recorded by the objective), and the budget's other trials still run."""
+    import dspy
+    from dspy.utils.exceptions import AdapterParseError
+
+    from experiments.optimize.search import TRIAL_FAILURES
+
+    url, study = _study(tmp_path)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            raise AdapterParseError(adapter_name="LeanAdapter", signature=dspy.Signature("question -> answer"),
+                                    lm_response='{"answer": "m.m.', message="Unterminated string")
+        return x
+
+    work(study, objective, 3, storage=url, poll_seconds=0.1, catch=TRIAL_FAILURES)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]

@@ -21,6 +21,7 @@ from typing import Any
 
 import dspy
 import optuna
+from dspy.utils.exceptions import AdapterParseError
 
 from experiments import progress, tracking
 from experiments.config import ExperimentConfig, Variant
@@ -138,6 +139,11 @@ def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, pro
     return session
 
 
+# A trial's own failure, recorded on it while the study goes on: a variant that cannot run (ValueError), or an
+# optimiser whose LM wrote an answer its adapter cannot parse (MIPROv2's instruction proposals on a small model).
+TRIAL_FAILURES = (ValueError, AdapterParseError)
+
+
 def _sampler(config: ExperimentConfig, seed: int | None = None, *, resumed_after: int = 0) -> optuna.samplers.BaseSampler:
     """The study's sampler. Generations of a quarter of the budget, so a 16-trial study evolves over four (Optuna's
     default of 50 would leave any budget under 50 a random search). A study resumed after ``n`` trials draws a
@@ -161,13 +167,14 @@ def _trials(session: _Session) -> None:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             return measured(trial)
-        except ValueError as exc:  # a trial's own failure (its variant cannot run): recorded, then Optuna's
+        except TRIAL_FAILURES as exc:  # a trial's own failure (its variant cannot run): recorded, then Optuna's
             trial.set_user_attr("failure", f"{type(exc).__name__}: {first_line(exc)}")
             raise
 
     def measured(trial: Any) -> tuple[float, ...]:
         choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
         variant = Variant(**choice)
+        trial.set_user_attr("variant", variant.model_dump())
         program = build_program(variant, lm, dev, cache, config.seed)
         if variant.optimizer != "none":
             metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm,
@@ -180,11 +187,10 @@ def _trials(session: _Session) -> None:
         run_id = log_evaluated_variant(session.parent.run_id, session.experiment, variant, program, lm, config,
                                        Evaluation(scores, [], []), dev_logged, {"trial": trial.number})
         trial.set_user_attr("run_id", run_id)
-        trial.set_user_attr("variant", variant.model_dump())
         return tuple(_objective_value(scores.get(o), o) for o in session.objectives)
 
     work(session.study, objective, config.search.trials, storage=session.storage,
-         poll_seconds=min(5.0, config.search.heartbeat_seconds / 2))
+         poll_seconds=min(5.0, config.search.heartbeat_seconds / 2), catch=TRIAL_FAILURES)
 
 
 def _spawn(session: _Session, workers: int) -> list[int]:
@@ -262,6 +268,7 @@ def _finish(session: _Session, lost: list[int]) -> dict[str, Any]:
             "trials": len(trials), "wall_seconds": _wall_seconds(trials, study.user_attrs.get(FINISHED_ATTR)),
             "trial_table": [{"number": t.number, "state": t.state.name, "values": t.values,
                              "variant": t.user_attrs.get("variant"), "run_id": t.user_attrs.get("run_id"),
+                             "failure": t.user_attrs.get("failure"),
                              "seconds": t.duration.total_seconds() if t.duration else None} for t in trials],
             "pareto": [{"number": t.number, "values": t.values,
                                                "variant": t.user_attrs.get("variant"),
