@@ -178,6 +178,7 @@ def optimisation_trials(folder: Path) -> str:
         for t in r["trial_table"]:
             values = t["values"] or [None, None]
             outcome = ("Pareto front" if t["number"] in front else "" if t["state"] == "COMPLETE" else
+                       f"same variant as trial {t['duplicate_of']}" if t.get("duplicate_of") is not None else
                        f"{t['state'].lower()}: {t.get('failure') or 'killed'}")
             rows.append([f"`{name}`", str(t["number"]), *(_variant(t["variant"]) if t["variant"] else ["?"] * 6),
                          _num(values[0]), _num(values[1]), outcome.replace("|", "/"),

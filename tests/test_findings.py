@@ -37,7 +37,9 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
                                "failure": "AdapterParseError: Unterminated string", "seconds": 30.0},
                               {"number": 1, "state": "COMPLETE", "values": [0.8, 0.05], "variant": variant, "seconds": 120.0},
                               {"number": 2, "state": "COMPLETE", "values": [0.6, 0.03],
-                               "variant": {**variant, "program": "EP", "demos": 0}, "seconds": 60.0}],
+                               "variant": {**variant, "program": "EP", "demos": 0}, "seconds": 60.0},
+                              {"number": 3, "state": "PRUNED", "values": None, "variant": variant, "duplicate_of": 1,
+                               "seconds": 0.1}],
               "held_out": {"paper": {"variant": "PE-0demos", "accuracy": 0.7, "accuracy_ci_low": 0.6, "accuracy_ci_high": 0.8},
                            "pareto#1": {"variant": "PE-polarity", "accuracy": 0.8, "accuracy_ci_low": 0.7,
                                         "accuracy_ci_high": 0.9, "comprehensiveness_bins": 0.05,
@@ -52,6 +54,7 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
     assert "| `s_optimize.json` | 1 | P-E | polarity | 8 | occlusion | batch | mipro | 0.800 | 0.050 | Pareto front | 2.0 |" in fresh
     assert "| `s_optimize.json` | 2 | E-P | polarity | 0 | - |" in fresh  # no demos: no demo source
     assert "| `s_optimize.json` | program | E-P | 1 | 0.600 |" in fresh
+    assert "| 3 | P-E | polarity | 8 | occlusion | batch | mipro | n/a | n/a | same variant as trial 1 | 0.0 |" in fresh
     assert "| `s_optimize.json` | format | polarity | 2 | 0.700 | 0.800 | 0.040 | 0.050 |" in fresh
     assert "| paper | `PE-0demos` | 0.700 [0.600, 0.800] | n/a | n/a | - | - | 90 |" in fresh
     assert "+0.100 [+0.020, +0.180], p 0.010 (0.020) | - |" in fresh

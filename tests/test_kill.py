@@ -178,7 +178,7 @@ def test_optimize_killed_inside_a_trial_resumes_with_that_trial_failed(complete,
     assert count(optuna_db, state.format("FAIL")) == 1 and count(optuna_db, state.format("RUNNING")) == 0
     assert count(optuna_db, state.format("COMPLETE")) == 3  # the budget counts completed trials
     result = json.loads((tmp_path / "opt.json").read_text())
-    assert len(result["failed"]) == 1 and result["trials"] == 4
+    assert len(result["failed"]) == 1 and result["trials"] == 4 + count(optuna_db, state.format("PRUNED"))  # + repeats
     parents = count(db, "SELECT COUNT(*) FROM runs r WHERE r.run_uuid NOT IN "
                         "(SELECT run_uuid FROM tags WHERE key = 'mlflow.parentRunId')")
     assert parents == 1 and count(db, "SELECT COUNT(*) FROM runs WHERE status = 'RUNNING'") == 0

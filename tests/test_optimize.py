@@ -33,7 +33,10 @@ def test_tiny_study_logs_trials_and_resumes(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     config = load_config(tmp_path / "opt.yaml")
     result = optimize(config, uri=uri)
-    assert result["trials"] == 2 and result["pareto"]
+    table = result["trial_table"]
+    done = [t for t in table if t["state"] == "COMPLETE"]
+    assert len(done) == 2 and result["trials"] == len(table) and result["pareto"]
+    assert all(t["duplicate_of"] is not None for t in table if t["state"] != "COMPLETE")  # repeats only
     assert "paper" in result["held_out"] and "accuracy_ci_low" in result["held_out"]["paper"]
 
     import mlflow
@@ -45,13 +48,11 @@ def test_tiny_study_logs_trials_and_resumes(tmp_path, monkeypatch):
     assert all(r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"] for r in trials)
     parent_files = {f.path for f in mlflow.MlflowClient(tracking_uri=uri).list_artifacts(result["parent_run_id"])}
     assert "pareto.png" in parent_files
-    table = result["trial_table"]
-    assert [t["number"] for t in table] == [0, 1] and all(t["state"] == "COMPLETE" for t in table)
     assert all(len(t["values"]) == 2 and t["variant"]["program"] in ("PE-topk", "PE") and t["seconds"] > 0
-               for t in table)
-    assert result["wall_seconds"] >= sum(t["seconds"] for t in table)
+               for t in done)
+    assert result["wall_seconds"] >= sum(t["seconds"] for t in done)
     again = optimize(config, uri=uri)  # the study resumes: its budget is already spent
-    assert again["trials"] == 2
+    assert again["trials"] == result["trials"]
     assert again["wall_seconds"] == result["wall_seconds"]  # the study's, not the re-run's
 
 

@@ -159,3 +159,21 @@ def test_an_optimiser_answer_that_cannot_be_parsed_fails_its_trial_not_the_study
 
     work(study, objective, 3, storage=url, poll_seconds=0.1, catch=TRIAL_FAILURES)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_a_trial_proposing_a_measured_variant_is_pruned_and_not_counted(tmp_path):
+    from experiments.optimize.search import skip_if_measured
+
+    url, study = _study(tmp_path)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_categorical("program", ["PE", "EP", "PE-topk"])
+        skip_if_measured(trial)
+        return 1.0
+
+    for program in ("PE", "EP", "PE"):
+        study.enqueue_trial({"program": program})
+    work(study, objective, 3, storage=url, poll_seconds=0.1)  # the third (a repeat) does not count: a fourth runs
+    states = [t.state.name for t in study.trials]
+    assert states[:3] == ["COMPLETE", "COMPLETE", "PRUNED"] and study.trials[2].user_attrs["duplicate_of"] == 0
+    assert len(counted_trials(study.trials)) == 3 and len(study.trials) >= 4

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from experiments.optimize.compile import compile_with
 from experiments.optimize.held_out import MINIMISE, held_out
 from experiments.optimize.objective import OptimizerMetric, dev_objectives
 from experiments.optimize.workers import (
+    DUPLICATE_ATTR,
     FINISHED_ATTR,
     HELD_OUT_ATTR,
     PARENT_ATTR,
@@ -144,6 +146,16 @@ def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, pro
 TRIAL_FAILURES = (ValueError, AdapterParseError)
 
 
+def skip_if_measured(trial: Any) -> None:
+    """Prune a trial whose variant a completed trial already measured (NSGA-II's crossover often recreates a parent
+    in a small categorical space); it is marked, and the budget does not count it."""
+    same = [t.number for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.params == trial.params]
+    if same:
+        trial.set_user_attr(DUPLICATE_ATTR, same[0])
+        raise optuna.TrialPruned(f"the variant of trial {same[0]}")
+
+
 def _sampler(config: ExperimentConfig, seed: int | None = None, *, resumed_after: int = 0) -> optuna.samplers.BaseSampler:
     """The study's sampler. Generations of a quarter of the budget, so a 16-trial study evolves over four (Optuna's
     default of 50 would leave any budget under 50 a random search). A study resumed after ``n`` trials draws a
@@ -162,6 +174,8 @@ def _trials(session: _Session) -> None:
     nested run under the study's parent."""
     config, lm, dev, cache = session.config, session.lm, session.dev, session.cache
     dev_logged = datasets(config, dev=dev)
+    # the budget buys distinct variants, unless the space has fewer than the budget (then a variant is measured again)
+    distinct = config.search.trials <= math.prod(len(options) for options in config.search.space.values())
 
     def objective(trial: Any) -> tuple[float, ...]:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -175,6 +189,8 @@ def _trials(session: _Session) -> None:
         choice = {dim: trial.suggest_categorical(dim, list(options)) for dim, options in config.search.space.items()}
         variant = Variant(**choice)
         trial.set_user_attr("variant", variant.model_dump())
+        if distinct:
+            skip_if_measured(trial)
         program = build_program(variant, lm, dev, cache, config.seed)
         if variant.optimizer != "none":
             metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm,
@@ -268,7 +284,7 @@ def _finish(session: _Session, lost: list[int]) -> dict[str, Any]:
             "trials": len(trials), "wall_seconds": _wall_seconds(trials, study.user_attrs.get(FINISHED_ATTR)),
             "trial_table": [{"number": t.number, "state": t.state.name, "values": t.values,
                              "variant": t.user_attrs.get("variant"), "run_id": t.user_attrs.get("run_id"),
-                             "failure": t.user_attrs.get("failure"),
+                             "failure": t.user_attrs.get("failure"), "duplicate_of": t.user_attrs.get(DUPLICATE_ATTR),
                              "seconds": t.duration.total_seconds() if t.duration else None} for t in trials],
             "pareto": [{"number": t.number, "values": t.values,
                                                "variant": t.user_attrs.get("variant"),
@@ -297,8 +313,11 @@ def summarise_study(study: Any, front: Sequence[Any], objectives: Sequence[str],
     """What the parent run shows: the best dev value per objective, and each held-out candidate against the paper
     variant (differences with CIs and p-values), as metrics and a description."""
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-    metrics: dict[str, Any] = {"trials": len(study.trials), "trials_failed": len(failed), "pareto_size": len(front)}
-    lines = [f"Optuna NSGA-II, {len(study.trials)} trials ({len(failed)} failed), {len(front)} on the Pareto front."]
+    duplicates = [t for t in study.trials if DUPLICATE_ATTR in t.user_attrs]
+    metrics: dict[str, Any] = {"trials": len(study.trials), "trials_failed": len(failed),
+                               "trials_duplicate": len(duplicates), "pareto_size": len(front)}
+    lines = [f"Optuna NSGA-II, {len(study.trials)} trials ({len(failed)} failed, {len(duplicates)} proposing an already "
+             f"measured variant), {len(front)} on the Pareto front."]
     lines += [f"Trial {t.number} failed: {t.user_attrs.get('failure', 'no reason recorded (killed?)')}." for t in failed]
     for i, objective in enumerate(objectives):
         finite = [t for t in front if abs(t.values[i]) != float("inf")]

@@ -88,10 +88,14 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
+DUPLICATE_ATTR = "duplicate_of"  # a trial that proposed a variant already measured: pruned, not counted
+
+
 def counted_trials(trials: Sequence[Any]) -> list[Any]:
-    """The trials that use the budget: every trial except a failed one that was queued again (its retry counts)."""
+    """The trials that use the budget: every trial except a failed one that was queued again (its retry counts) and
+    one that proposed an already measured variant (the budget buys distinct variants)."""
     retried = {n for t in trials for n in (optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t) or [])}
-    return [t for t in trials if t.number not in retried]
+    return [t for t in trials if t.number not in retried and DUPLICATE_ATTR not in t.user_attrs]
 
 
 def work(study: Any, objective: Callable[[Any], tuple[float, ...]], budget: int, *, storage: str,
