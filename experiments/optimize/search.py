@@ -286,9 +286,8 @@ def _finish(session: _Session, lost: list[int]) -> dict[str, Any]:
                              "variant": t.user_attrs.get("variant"), "run_id": t.user_attrs.get("run_id"),
                              "failure": t.user_attrs.get("failure"), "duplicate_of": t.user_attrs.get(DUPLICATE_ATTR),
                              "seconds": t.duration.total_seconds() if t.duration else None} for t in trials],
-            "pareto": [{"number": t.number, "values": t.values,
-                                               "variant": t.user_attrs.get("variant"),
-                                               "run_id": t.user_attrs.get("run_id")} for t in front],
+            "pareto": [{"number": t.number, "values": t.values, "variant": t.user_attrs.get("variant"),
+                        "run_id": t.user_attrs.get("run_id")} for t in front],
             "held_out": comparison, "summary": summary["description"]}
 
 
