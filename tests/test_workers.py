@@ -166,14 +166,21 @@ def test_a_trial_proposing_a_measured_variant_is_pruned_and_not_counted(tmp_path
 
     url, study = _study(tmp_path)
 
+    from experiments.config import Variant
+    from experiments.optimize.search import distinct_variants
+
+    space = {"program": ["PE", "EP-topk", "PE-topk"], "format": ["numeric", "polarity"]}
+    assert distinct_variants(space) == 4  # a top-k program has no format: P-E in two, each top-k once
+
     def objective(trial: optuna.Trial) -> float:
-        trial.suggest_categorical("program", ["PE", "EP", "PE-topk"])
-        skip_if_measured(trial)
+        variant = Variant(**{dim: trial.suggest_categorical(dim, options) for dim, options in space.items()})
+        trial.set_user_attr("variant", variant.model_dump())
+        skip_if_measured(trial, variant)
         return 1.0
 
-    for program in ("PE", "EP", "PE"):
-        study.enqueue_trial({"program": program})
-    work(study, objective, 3, storage=url, poll_seconds=0.1)  # the third (a repeat) does not count: a fourth runs
+    for program, format in (("PE", "numeric"), ("PE-topk", "numeric"), ("PE-topk", "polarity")):
+        study.enqueue_trial({"program": program, "format": format})
+    work(study, objective, 3, storage=url, poll_seconds=0.1)  # the third (the same program) does not count
     states = [t.state.name for t in study.trials]
-    assert states[:3] == ["COMPLETE", "COMPLETE", "PRUNED"] and study.trials[2].user_attrs["duplicate_of"] == 0
+    assert states[:3] == ["COMPLETE", "COMPLETE", "PRUNED"] and study.trials[2].user_attrs["duplicate_of"] == 1
     assert len(counted_trials(study.trials)) == 3 and len(study.trials) >= 4

@@ -11,8 +11,8 @@ logged, once.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import math
 import os
 import socket
 from collections.abc import Sequence
@@ -146,14 +146,21 @@ def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, pro
 TRIAL_FAILURES = (ValueError, AdapterParseError)
 
 
-def skip_if_measured(trial: Any) -> None:
+def skip_if_measured(trial: Any, variant: Variant) -> None:
     """Prune a trial whose variant a completed trial already measured (NSGA-II's crossover often recreates a parent
-    in a small categorical space); it is marked, and the budget does not count it."""
+    in a small categorical space); it is marked, and the budget does not count it. Variants are compared by name,
+    which leaves out what they do not use (a top-k program's format, a zero-demo program's demo source)."""
     same = [t.number for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.params == trial.params]
+            if Variant(**t.user_attrs["variant"]).name == variant.name]
     if same:
         trial.set_user_attr(DUPLICATE_ATTR, same[0])
         raise optuna.TrialPruned(f"the variant of trial {same[0]}")
+
+
+def distinct_variants(space: dict[str, Sequence[Any]]) -> int:
+    """How many different programs a search space holds (variants that differ only in what they do not use count
+    once)."""
+    return len({Variant(**dict(zip(space, values, strict=True))).name for values in itertools.product(*space.values())})
 
 
 def _sampler(config: ExperimentConfig, seed: int | None = None, *, resumed_after: int = 0) -> optuna.samplers.BaseSampler:
@@ -175,7 +182,7 @@ def _trials(session: _Session) -> None:
     config, lm, dev, cache = session.config, session.lm, session.dev, session.cache
     dev_logged = datasets(config, dev=dev)
     # the budget buys distinct variants, unless the space has fewer than the budget (then a variant is measured again)
-    distinct = config.search.trials <= math.prod(len(options) for options in config.search.space.values())
+    distinct = config.search.trials <= distinct_variants(config.search.space)
 
     def objective(trial: Any) -> tuple[float, ...]:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -190,7 +197,7 @@ def _trials(session: _Session) -> None:
         variant = Variant(**choice)
         trial.set_user_attr("variant", variant.model_dump())
         if distinct:
-            skip_if_measured(trial)
+            skip_if_measured(trial, variant)
         program = build_program(variant, lm, dev, cache, config.seed)
         if variant.optimizer != "none":
             metric = OptimizerMetric(config.search.optimizer_metric, config.search.faithfulness_weight, lm,
