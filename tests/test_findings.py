@@ -39,10 +39,16 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
                               {"number": 2, "state": "COMPLETE", "values": [0.6, 0.03],
                                "variant": {**variant, "program": "EP", "demos": 0}, "seconds": 60.0},
                               {"number": 3, "state": "PRUNED", "values": None, "variant": variant, "duplicate_of": 1,
-                               "seconds": 0.1}],
+                               "seconds": 0.1},
+                              {"number": 4, "state": "COMPLETE", "values": [0.9, 0.07],
+                               "variant": {**variant, "program": "PE-topk", "format": "numeric"}, "seconds": 60.0}],
               "held_out": {"paper": {"variant": "PE-0demos", "accuracy": 0.7, "accuracy_ci_low": 0.6, "accuracy_ci_high": 0.8},
                            "pareto#1": {"variant": "PE-polarity", "accuracy": 0.8, "accuracy_ci_low": 0.7,
                                         "accuracy_ci_high": 0.9, "comprehensiveness_bins": 0.05,
+                                        "comprehensiveness_bins_vs_random": 0.01,
+                                        "comprehensiveness_bins_vs_random_ci_low": -0.01,
+                                        "comprehensiveness_bins_vs_random_ci_high": 0.03,
+                                        "comprehensiveness_bins_vs_random_p_value": 0.3,
                                         "vs_paper_accuracy": {"difference": 0.1, "ci_low": 0.02, "ci_high": 0.18,
                                                               "p_value": 0.01, "mcnemar_p_value": 0.02},
                                         "vs_paper_comprehensiveness": {"difference": None}}}}
@@ -56,5 +62,7 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
     assert "| `s_optimize.json` | program | E-P | 1 | 0.600 |" in fresh
     assert "| 3 | P-E | polarity | 8 | occlusion | batch | mipro | n/a | n/a | same variant as trial 1 | 0.0 |" in fresh
     assert "| `s_optimize.json` | format | polarity | 2 | 0.700 | 0.800 | 0.040 | 0.050 |" in fresh
-    assert "| paper | `PE-0demos` | 0.700 [0.600, 0.800] | n/a | n/a | - | - | 90 |" in fresh
+    assert "| format | numeric |" not in fresh  # the top-k trial has no format to credit
+    assert "| paper | `PE-0demos` | 0.700 [0.600, 0.800] | n/a | n/a, p n/a | - | - | 90 |" in fresh
+    assert "| 0.050 [n/a, n/a] | 0.010 [-0.010, 0.030], p 0.300 | +0.100" in fresh
     assert "+0.100 [+0.020, +0.180], p 0.010 (0.020) | - |" in fresh
