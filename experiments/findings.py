@@ -60,7 +60,7 @@ def self_explanations(folder: Path) -> str:
     """Faithfulness of self-explanations through the explained program's own probe, baselines beside them."""
     header = ["model", "data", "program", "format", "n", "accuracy", "comprehensiveness (bins)", "random", "occlusion",
               "LIME", "self - random (paired)", "self - occlusion (paired)", "self / occlusion",
-              "Spearman vs own occlusion", "s/review (median)", "file"]
+              "Spearman vs own occlusion", "s/review (median)", "probe reading", "file"]
     rows = []
     for stem, program, r in _evaluations(folder):
         if "comprehensiveness_bins" not in r:
@@ -72,7 +72,8 @@ def self_explanations(folder: Path) -> str:
                      _ci(r, "occlusion_comprehensiveness_bins"), _ci(r, "lime_comprehensiveness_bins"),
                      _ci(r, "comprehensiveness_bins_vs_random") + f", p {_num(r.get('comprehensiveness_bins_vs_random_p_value'))}",
                      _ci(r, "comprehensiveness_bins_vs_occlusion"), _num(share, 2),
-                     _ci(r, "spearman_vs_occlusion"), _num(r["seconds_per_example_median"], 2), f"`{stem}.json`"])
+                     _ci(r, "spearman_vs_occlusion"), _num(r["seconds_per_example_median"], 2),
+                     r.get("probe_reading", "n/a"), f"`{stem}.json`"])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 

@@ -15,6 +15,10 @@ run gemma_injected_val100 evaluate --program P,PE --format polarity --data injec
 run gemma_ep_polarity_val200  evaluate --program EP --format polarity --decision all --n 200
 run smollm2_pe_polarity_val100 evaluate --lm local:smollm2-135m --program PE --format polarity --faithfulness --lime-samples 5 --n 100
 run gemma_ep_polarity_val100  evaluate --program EP --format polarity --faithfulness --n 100
+# E-P's probe: the exact reading (an explanation decoded for every perturbed text, ~70 s a sentence) against
+# the neutral-explanation approximation, on the same 20 sentences
+run gemma_ep_polarity_val20_same_program evaluate --program EP --format polarity --faithfulness --probe same-program --n 20
+run gemma_ep_polarity_val20 evaluate --program EP --format polarity --faithfulness --n 20
 # Throughput (issue 24): side-by-side ratios in one process
 run bench_quick bench --scale quick
 
