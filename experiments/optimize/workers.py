@@ -29,6 +29,7 @@ from programs.types import InputError
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its one MLflow parent run
 FINISHED_ATTR = "finished_at"  # when the held-out comparison was logged (local ISO time, as Optuna's own)
 HELD_OUT_ATTR = "held_out_run_digest"  # set once the held-out comparison of this many trials is logged
+DUPLICATE_ATTR = "duplicate_of"  # a trial's: it proposed a variant already measured (pruned, not counted)
 
 
 def open_storage(url: str, heartbeat_seconds: int) -> Any:
@@ -86,9 +87,6 @@ def storage_lock(url: str, name: str) -> Iterator[None]:
 
 def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:12]
-
-
-DUPLICATE_ATTR = "duplicate_of"  # a trial that proposed a variant already measured: pruned, not counted
 
 
 def counted_trials(trials: Sequence[Any]) -> list[Any]:
