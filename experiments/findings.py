@@ -97,17 +97,19 @@ def decision_rules(folder: Path) -> str:
 
 def answer_formats(folder: Path) -> str:
     """The E-P answer-format ablation (``ep_answer_formats.py``): one row per answer style and value grid."""
-    styles = {"P": "prediction only", "json": "JSON", "text": "plain text, `Label:`", "textS": "plain text, `Sentiment:`"}
+    styles = {"P": "prediction only", "json": "JSON", "text": "plain text, `Label:`", "textS": "plain text, `Sentiment:`",
+              "jsonR": "JSON, review restated before `label`", "textR": "plain text, review restated before `Sentiment:`"}
     grids = {"none": "-", "21": "21 numbers (-1.0 .. 1.0)", "5": "5 numbers", "polarity": "polarity words"}
     rows = []
     for path in sorted(folder.glob("ep_answer_formats_*.jsonl")):
         demos = re.search(r"(\d+)demos", path.stem)
         for line in path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            rows.append([demos.group(1) if demos else "?", str(r["n"]), styles.get(r["style"], r["style"]),
+            source = {"occlusion": "teacher", "self": "own answers"}[r.get("demo_source", "occlusion")]
+            rows.append([demos.group(1) if demos else "?", source, str(r["n"]), styles.get(r["style"], r["style"]),
                          grids.get(r["grid"], r["grid"]), _num(r["batch_accuracy"]), _num(r["auc"]),
                          _num(r["s_per_review"], 2), _num(r["answer_tokens"], 1)])
-    header = ["demos", "n", "answer", "explanation values", "batch accuracy", "AUC", "s/review (median)",
+    header = ["demos", "demo source", "n", "answer", "explanation values", "batch accuracy", "AUC", "s/review (median)",
               "answer tokens"]
     return _markdown(header, rows) if rows else "_not measured yet_"
 

@@ -25,11 +25,15 @@ run bench_quick bench --scale quick
 # Scale-out (issue 23): one worker against two, a probe-bound optimisation
 [ -s "$out/scaleout_workers.json" ] || python docs/measurements/workers_speedup.py > "$out/scaleout_workers.json"
 
-# E-P answer-format ablation (outside the programs; see the script's docstring)
-ablation() { local file=$out/ep_answer_formats_${1}demos_n$2.jsonl
-  [ -s "$file" ] || python docs/measurements/ep_answer_formats.py "$3" "$2" "$1" > "$file"; }
+# E-P answer-format ablation (outside the programs; see the script's docstring): demos, sentences, answers,
+# the file's tag, the demo source (teacher occlusion unless "self")
+ablation() { local file=$out/ep_answer_formats_${1}demos_n$2${4:+_$4}.jsonl
+  [ -s "$file" ] || python docs/measurements/ep_answer_formats.py "$3" "$2" "$1" ${5:+"$5"} > "$file"; }
 ablation 8 100 json:21,json:polarity,text:21,text:polarity,text:5,json:5
 ablation 16 200 P:none,json:polarity,textS:5,textS:polarity
+ablation 16 200 jsonR:polarity,textR:polarity,textR:5 restated
+ablation 16 200 jsonR:polarity self self
+ablation 32 200 jsonR:polarity,P:none
 
 # The rest of issue 25's table (both models, both orders, both formats, the study's 100 sentences and the
 # first 200 validation sentences); the first 100 validation answers come from the probe cache
