@@ -123,7 +123,8 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
             summary.update(occlusion_agreement(tokens, kinds, probe.answers([e.text for e in examples]),
                                                mode=CORRECTED))
         row = {**describe_lm(lm), "data": data, "decision": decision, "value_mode": value_mode, "format": format, "demos": demos,
-               "demo_source": (demo_source if name != "P" else "label") if demos else None, **summary}
+               "demo_source": (demo_source if name != "P" else "label") if demos else None,
+               "answer_fields": list(program.predict.signature.output_fields), **summary}
         if program.calibration:
             row["calibration"] = program.calibration
         if decision == "all":

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from programs.signatures import RESTATED
+
 ROOT = Path(__file__).resolve().parents[1]
 FINDINGS = ROOT / "docs" / "findings.md"
 MEASUREMENTS = ROOT / "docs" / "measurements"
@@ -56,6 +58,13 @@ def _data(row: Mapping[str, Any]) -> str:
     return "the study's sentences" if data == "huang2023" else "SST-2 validation" if data == "sst2" else data
 
 
+def _program(program: str, row: Mapping[str, Any]) -> str:
+    """The program's name, and whether its answer restates the review before the label (E-P since that field
+    exists; files written before evaluate recorded ``answer_fields`` predate it)."""
+    restated = RESTATED in row.get("answer_fields", ())
+    return PROGRAMS.get(program, program) + (", review restated" if restated else "")
+
+
 def self_explanations(folder: Path) -> str:
     """Faithfulness of self-explanations through the explained program's own probe, baselines beside them."""
     header = ["model", "data", "program", "format", "n", "accuracy", "comprehensiveness (bins)", "random", "occlusion",
@@ -67,7 +76,7 @@ def self_explanations(folder: Path) -> str:
             continue
         occlusion = r.get("occlusion_comprehensiveness_bins")
         share = r["comprehensiveness_bins"] / occlusion if occlusion else None
-        rows.append([r["model"], _data(r), PROGRAMS.get(program, program), r["format"], str(r["n"]), _num(r["accuracy"]),
+        rows.append([r["model"], _data(r), _program(program, r), r["format"], str(r["n"]), _num(r["accuracy"]),
                      _ci(r, "comprehensiveness_bins"), _ci(r, "random_comprehensiveness_bins"),
                      _ci(r, "occlusion_comprehensiveness_bins"), _ci(r, "lime_comprehensiveness_bins"),
                      _ci(r, "comprehensiveness_bins_vs_random") + f", p {_num(r.get('comprehensiveness_bins_vs_random_p_value'))}",
@@ -87,7 +96,7 @@ def decision_rules(folder: Path) -> str:
         if not rules:
             continue
         batch = rules["batch"]
-        rows.append([r["model"], PROGRAMS.get(program, program), r["format"], str(r["demos"]), str(r["n"]),
+        rows.append([r["model"], _program(program, r), r["format"], str(r["demos"]), str(r["n"]),
                      f"{_num(batch['accuracy'])} [{_num(batch['accuracy_ci'][0], 2)}, {_num(batch['accuracy_ci'][1], 2)}]",
                      _num(batch["auc"]), _num(rules["contextual"].get("accuracy")),
                      _num(rules["logprob"].get("accuracy")), _num(r["seconds_per_example_median"], 2),

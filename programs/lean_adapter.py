@@ -21,6 +21,7 @@ import dspy
 import pydantic
 from dspy.utils.exceptions import AdapterParseError
 
+from programs.signatures import RESTATED
 from programs.types import tokenize, topk_size
 
 
@@ -29,13 +30,16 @@ def refine_schema(schema: dict[str, Any], inputs: dict[str, Any]) -> dict[str, A
 
     ``explanation``: one ``[token, value]`` pair per whitespace token, tokens fixed, the value an
     importance in [-1, 1] or a polarity word. ``top_words``: exactly k distinct words, each one of the review's tokens.
+    ``restated_review``: the review itself (fixed text, nothing to decode).
     """
     review = inputs.get("review")
     properties = schema.get("properties", {})
-    if not isinstance(review, str) or not ({"explanation", "top_words"} & set(properties)):
+    if not isinstance(review, str) or not ({"explanation", "top_words", RESTATED} & set(properties)):
         return schema
     tokens = tokenize(review)
     properties = dict(properties)
+    if RESTATED in properties:
+        properties[RESTATED] = {"const": review}
     if "explanation" in properties:
         # a polarity word keeps its enum; an importance is a number in [-1, 1]
         value = (properties["explanation"].get("items", {}).get("prefixItems") or [{}, {}])[1]
@@ -88,6 +92,8 @@ class LeanAdapter(dspy.Adapter):
                inputs: dict[str, Any]) -> list[dict[str, Any]]:
         messages = [{"role": "system", "content": self.format_system_message(signature)}]
         for demo in demos:
+            if RESTATED in signature.output_fields and RESTATED not in demo and "review" in demo:
+                demo = dict(demo.items()) | {RESTATED: demo["review"]}  # a demo saved before the field existed
             if all(name in demo for name in signature.output_fields):
                 messages.append({"role": "user", "content": self.format_user_message_content(signature, demo)})
                 messages.append({"role": "assistant",

@@ -48,6 +48,7 @@ from programs.lm import describe_lm, is_embedded
 from programs.probe_cache import ProbeCache, cache_key
 from programs.readout import to_answer
 from programs.self_explain import SentimentProgram
+from programs.signatures import RESTATED
 from programs.slot_decoder import DECODER_VERSION
 from programs.types import LABELS, Answer, first_line
 
@@ -235,5 +236,7 @@ class ProgramProbe:
         if self.reading == "slot":
             return '{"label": "'
         neutral = self.program.neutral_value
-        explanation = [[token, neutral] for token in text.split()]
-        return json.dumps({"explanation": explanation}, ensure_ascii=False)[:-1] + ', "label": "'
+        answer: dict[str, Any] = {"explanation": [[token, neutral] for token in text.split()]}
+        if RESTATED in self.program.predict.signature.output_fields:
+            answer[RESTATED] = text
+        return json.dumps(answer, ensure_ascii=False)[:-1] + ', "label": "'

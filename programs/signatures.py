@@ -8,6 +8,10 @@ never fields.
 Field-name contract used by the adapter and readers: ``review`` is the text, ``label`` and
 ``confidence`` the prediction, ``explanation`` a full explanation (one ``[token, value]`` pair per
 whitespace token, in order) and ``top_words`` a top-k explanation (``k`` words of the review).
+``restated_review`` is the review written again between a full E-P explanation and its label: ~125
+answer tokens between the review and the label slot cost Gemma-3-270M's label 0.05 accuracy and 0.035
+AUC, which the restatement gives back (docs/findings.md, "E-P: what in the answer costs the label its
+ranking"); the label is still decided after, and conditioned on, the explanation.
 
 Full explanations come in two formats (:func:`signature`): ``numeric``, the study's importance in
 [-1, 1] for every token, and ``polarity``, one of ``negative`` / ``neutral`` / ``positive`` for every
@@ -23,6 +27,7 @@ import dspy
 Label = Literal["negative", "positive"]
 Polarity = Literal["negative", "neutral", "positive"]
 FORMATS = ("numeric", "polarity")
+RESTATED = "restated_review"
 
 _ANALYST = "You are a movie review analyst."
 _CLASSIFY = ("classify the sentiment of the movie review as positive or negative and give your confidence "
@@ -62,6 +67,7 @@ class PredictExplain(dspy.Signature):
 class ExplainPredict(dspy.Signature):
     review: str = dspy.InputField()
     explanation: list[tuple[str, float]] = dspy.OutputField()
+    restated_review: str = dspy.OutputField(desc="the review again, word for word")
     label: Label = dspy.OutputField()
     confidence: float = dspy.OutputField(ge=0.0, le=1.0)
 

@@ -4,10 +4,11 @@ import dspy
 import pytest
 
 from programs.demos import make_demos, pick_examples
-from programs.lean_adapter import LeanAdapter
+from programs.lean_adapter import LeanAdapter, output_schema, refine_schema
 from programs.probe import NEUTRAL_EXPLANATION, ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.self_explain import SentimentProgram, label_log_odds
+from programs.slot_decoder import Fixed, compile_schema
 from tests.conftest import require_shared
 
 pytestmark = pytest.mark.model
@@ -60,7 +61,7 @@ def test_e_p_reads_its_label_after_a_neutral_explanation_or_decodes_it(smol_lm):
     program = _with_demos("EP", smol_lm, decision="generated")
     approximate = ProgramProbe(program, smol_lm)
     assert approximate.reading == NEUTRAL_EXPLANATION and approximate.approximation == NEUTRAL_EXPLANATION
-    assert approximate.answer_prefix("a b").endswith('[["a", 0.0], ["b", 0.0]], "label": "')
+    assert approximate.answer_prefix("a b") == _decoded_up_to_label("a b", program, neutral="0.0")
     exact = ProgramProbe(program, smol_lm, mode="same-program")
     assert exact.approximation is None and exact.describe()["probe_exact"]
     with dspy.context(lm=smol_lm, adapter=LeanAdapter()):
@@ -91,3 +92,17 @@ def test_batched_readings_equal_one_text_at_a_time(smol_lm, engine):
         alone = [ProgramProbe(program, lm).answers([t])[0] for t in texts]
         for x, y in zip(batched, alone, strict=True):
             assert _odds(x) == pytest.approx(_odds(y), abs=1e-4)
+
+
+def _decoded_up_to_label(review: str, program, neutral: str) -> str:
+    """What the skeleton decoder writes before the label slot when every explanation slot reads ``neutral``."""
+    schema = refine_schema(output_schema(program.predict.signature), {"review": review})
+    text = ""
+    for segment in compile_schema(schema):
+        if isinstance(segment, Fixed):
+            text += segment.text
+        elif neutral in segment.options:
+            text += neutral + segment.closing
+        else:  # the label slot
+            return text
+    raise AssertionError("no label slot")

@@ -13,6 +13,7 @@ from programs.readout import align_full, align_topk, label_log_probs, to_answer,
 from programs.recorded_probe import RecordedProbe
 from programs.self_explain import SentimentProgram
 from programs.signatures import SIGNATURES
+from programs.slot_decoder import Fixed, compile_schema
 from tests.conftest import require_shared
 from tests.scripted import scripted_lm
 
@@ -36,7 +37,11 @@ def test_schema_skeleton_is_the_reviews_tokens_repeated_words_included():
     refined = refine_schema(output_schema(SIGNATURES["EP"]), {"review": "good , very good"})
     items = refined["properties"]["explanation"]["prefixItems"]
     assert [item["prefixItems"][0]["const"] for item in items] == ["good", ",", "very", "good"]
-    assert list(refined["properties"]) == ["explanation", "label", "confidence"]
+    # E-P restates the review between explanation and label: fixed text, nothing decoded
+    assert list(refined["properties"]) == ["explanation", "restated_review", "label", "confidence"]
+    assert refined["properties"]["restated_review"] == {"const": "good , very good"}
+    skeleton = compile_schema(refined)
+    assert ']], "restated_review": "good , very good", "label": "' in [s.text for s in skeleton if isinstance(s, Fixed)]
     topk = refine_schema(output_schema(SIGNATURES["PE-topk"]), {"review": "good , very good", "k": 9})
     assert topk["properties"]["top_words"]["maxItems"] == 3  # no more than the distinct words
 

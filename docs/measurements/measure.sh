@@ -19,6 +19,10 @@ run gemma_ep_polarity_val100  evaluate --program EP --format polarity --faithful
 # the neutral-explanation approximation, on the same 20 sentences
 run gemma_ep_polarity_val20_same_program evaluate --program EP --format polarity --faithfulness --probe same-program --n 20
 run gemma_ep_polarity_val20 evaluate --program EP --format polarity --faithfulness --n 20
+# E-P since its answer restates the review before the label (the E-P files above were written before; the
+# findings tables tell them apart by the recorded answer_fields)
+run gemma_ep_polarity_restated_val200 evaluate --program EP --format polarity --decision all --n 200
+run gemma_ep_polarity_restated_val100 evaluate --program EP --format polarity --faithfulness --n 100
 # Throughput (issue 24): side-by-side ratios in one process
 run bench_quick bench --scale quick
 
