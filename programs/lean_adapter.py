@@ -92,8 +92,6 @@ class LeanAdapter(dspy.Adapter):
                inputs: dict[str, Any]) -> list[dict[str, Any]]:
         messages = [{"role": "system", "content": self.format_system_message(signature)}]
         for demo in demos:
-            if RESTATED in signature.output_fields and RESTATED not in demo and "review" in demo:
-                demo = dict(demo.items()) | {RESTATED: demo["review"]}  # a demo saved before the field existed
             if all(name in demo for name in signature.output_fields):
                 messages.append({"role": "user", "content": self.format_user_message_content(signature, demo)})
                 messages.append({"role": "assistant",

@@ -1,12 +1,10 @@
-import json
-
 import dspy
 import pytest
 from dspy.utils.exceptions import AdapterParseError
 
 from programs.json_grammar import schema_from_response_format
 from programs.lean_adapter import LeanAdapter, output_schema
-from programs.signatures import Sentiment, signature
+from programs.signatures import Sentiment
 from tests.scripted import ScriptedEngine
 
 
@@ -18,15 +16,6 @@ def test_prompt_is_short_and_demos_are_json_pairs():
     assert messages[-1]["content"] == "dull"
     assert '"label": "negative" or "positive"' in messages[0]["content"]
     assert len(messages[0]["content"].split()) < 60
-
-
-def test_an_e_p_demo_saved_before_the_restated_review_keeps_its_place_in_the_prompt():
-    old = dspy.Example(review="a gem", explanation=[["a", "neutral"], ["gem", "positive"]], label="positive",
-                       confidence=0.9).with_inputs("review")
-    messages = LeanAdapter().format(signature("EP", "polarity"), [old], {"review": "dull"})
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    assert json.loads(messages[2]["content"]) == {"explanation": [["a", "neutral"], ["gem", "positive"]],
-                                                   "restated_review": "a gem", "label": "positive", "confidence": 0.9}
 
 
 def test_schema_keeps_signature_order_and_bounds():

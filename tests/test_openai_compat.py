@@ -1,6 +1,9 @@
 """The OpenAI-compatible path against a real llama.cpp server on 127.0.0.1 serving the same GGUF."""
 
 
+import itertools
+import re
+
 import pytest
 
 from experiments.check_lm import check_lm
@@ -76,9 +79,9 @@ def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
 
 
 def test_e_p_label_is_read_after_explanation_tokens_that_look_like_labels(server):
-    """E-P through an OpenAI-compatible server: the explanation copies "positive" from the review, and
-    that token's alternatives include both labels; the label reading must come from the label's own
-    token, after the ``"label": "`` key."""
+    """E-P through an OpenAI-compatible server: the answer copies a label word from the review (in the
+    explanation or the restated review) before the label, and that token's alternatives include both
+    labels; the label reading must come from the label's own token, after the ``"label": "`` key."""
     import dspy
 
     from programs.lm import make_lm
@@ -89,17 +92,23 @@ def test_e_p_label_is_read_after_explanation_tokens_that_look_like_labels(server
     program.predict.demos = [
         dspy.Example(review="not positive , sadly", label="negative", confidence=0.8,
                      explanation=[["not", -0.5], ["positive", 0.3], [",", 0.0], ["sadly", -0.6]],
-                     ).with_inputs("review"),
+                     restated_review="not positive , sadly").with_inputs("review"),
         dspy.Example(review="a positive surprise", label="positive", confidence=0.9,
-                     explanation=[["a", 0.0], ["positive", 0.6], ["surprise", 0.4]]).with_inputs("review")]
+                     explanation=[["a", 0.0], ["positive", 0.6], ["surprise", 0.4]],
+                     restated_review="a positive surprise").with_inputs("review")]
     with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
         prediction = program(review="negative reviews , but a fine film")
     content = prediction.logprobs["content"]
     tokens = [entry["token"] for entry in content]
-    at = next(i for i in range(len(tokens)) if "".join(tokens[:i]).rstrip().endswith('"label": "'))
-    def alternatives(entry):
-        return {t["token"].strip(' "'): t["logprob"] for t in entry["top_logprobs"]}
-    early = [alternatives(entry) for entry in content[:at - 2]
+    # the entry holding the label value's first character (servers differ in spacing after the key)
+    key = re.search(r'"label"\s*:\s*"', "".join(tokens))
+    at = next(i for i, end in enumerate(itertools.accumulate(map(len, tokens))) if end > key.end())
+    def alternatives(entry):  # the likeliest spelling of each word (top_logprobs come likeliest first)
+        words = {}
+        for t in entry["top_logprobs"]:
+            words.setdefault(t["token"].strip(' "'), t["logprob"])
+        return words
+    early = [alternatives(entry) for entry in content[:at]
              if entry["token"].strip(' "') in ("positive", "negative")]
     assert early and {"positive", "negative"} <= set(early[0])  # the explanation wrote a label word first
     def odds(a):

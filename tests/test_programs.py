@@ -194,3 +194,21 @@ def test_a_polarity_program_asks_for_polarity_words_and_refuses_a_numeric_save(t
     with pytest.raises(ValueError, match="polarity"):
         SentimentProgram("EP").load(str(tmp_path / "p.json"))
     SentimentProgram("EP", format="polarity").load(str(tmp_path / "p.json"))
+
+
+def test_an_e_p_program_saved_before_the_restated_review_loads_with_its_demos_whole(tmp_path):
+    """Its demos get their review as the restatement: complete demos stay in the prompt (the lean adapter
+    drops incomplete ones; DSPy's JSONAdapter would show "Not supplied" for a model to copy)."""
+    program = SentimentProgram("EP", format="polarity")
+    old = {"review": "a gem", "explanation": [["a", "neutral"], ["gem", "positive"]], "label": "positive",
+           "confidence": 0.9}
+    program.predict.demos = [dspy.Example(**old).with_inputs("review")]
+    path = tmp_path / "old.json"
+    program.save(str(path), save_program=False)
+    assert "restated_review" not in json.loads(path.read_text(encoding="utf-8"))["predict"]["demos"][0]
+    loaded = SentimentProgram("EP", format="polarity")
+    loaded.load(str(path))
+    messages = LeanAdapter().format(loaded.predict.signature, loaded.predict.demos, {"review": "dull"})
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert json.loads(messages[2]["content"]) == {"explanation": old["explanation"], "restated_review": "a gem",
+                                                  "label": "positive", "confidence": 0.9}
