@@ -24,7 +24,7 @@ from programs.data import load_examples
 from programs.explainers.occlusion import OcclusionExplainer
 from programs.probe import Probe
 from programs.probe_cache import ProbeCache
-from programs.signatures import RESTATED, signature
+from programs.signatures import signature, with_restatement
 from programs.types import LABELS, Example, InputError, topk_size
 
 DEMO_SOURCES = ("label", "occlusion", "self")
@@ -99,10 +99,14 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
             else:
                 fields["explanation"] = [[t, polarity(v) if format == "polarity" else v]
                                          for t, v in zip(tokens, scaled, strict=True)]
-                if RESTATED in signature(program_name, format).output_fields:
-                    fields[RESTATED] = example.text
-        demos.append(dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else [])))
+        demos.append(_demo(program_name, format, fields))
     return demos
+
+
+def _demo(program_name: str, format: str, fields: dict[str, Any]) -> dspy.Example:
+    """A demo of the program's signature from its fields (E-P's restated review is the review)."""
+    fields = with_restatement(signature(program_name, format), fields)
+    return dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else []))
 
 
 def polarity(value: float, threshold: float = 0.25) -> str:
@@ -130,7 +134,5 @@ def _bootstrapped(program_name: str, examples: Sequence[Example], format: str) -
         elif program_name != "P":
             fields["explanation"] = [[t, v if isinstance(v, str) else round(float(v), 1) + 0.0]
                                      for t, v in prediction.explanation]
-            if RESTATED in signature(program_name, format).output_fields:
-                fields[RESTATED] = example.text
-        demos.append(dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else [])))
+        demos.append(_demo(program_name, format, fields))
     return demos

@@ -16,7 +16,7 @@ from dspy.utils.exceptions import AdapterParseError
 from programs.lean_adapter import LeanAdapter
 from programs.lm import is_embedded
 from programs.readout import label_log_probs
-from programs.signatures import RESTATED, SIGNATURES, signature
+from programs.signatures import SIGNATURES, signature, with_restatement
 from programs.slot_decoder import DecodeOptions
 from programs.types import ContextOverflow, first_line, tokenize, topk_size
 
@@ -121,9 +121,8 @@ class SentimentProgram(dspy.Module):
             raise ValueError(f"this saved program explains in the {extra.get('format')!r} format: build it with "
                              f"SentimentProgram({self.name!r}, format={extra.get('format')!r}) before loading")
         super().load_state(state, *args, **kwargs)
-        if RESTATED in self.predict.signature.output_fields:  # saved before E-P restated its review
-            self.predict.demos = [{**demo, RESTATED: demo["review"]} if RESTATED not in demo and "review" in demo
-                                  else demo for demo in self.predict.demos]
+        # a program saved before E-P restated its review: complete its demos, or adapters drop or blank them
+        self.predict.demos = [with_restatement(self.predict.signature, demo) for demo in self.predict.demos]
         self.decision = extra.get("decision", self.decision)
         self.value_mode = extra.get("value_mode", self.value_mode)
         self.calibration = extra.get("calibration")

@@ -20,7 +20,8 @@ token (a small model may speak in words rather than numbers).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import dspy
 
@@ -111,3 +112,11 @@ def signature(name: str, format: str = "numeric") -> type[dspy.Signature]:
         return SIGNATURES[name]
     return SIGNATURES[name].with_updated_fields("explanation", type_=list[tuple[str, Polarity]]).with_instructions(
         _POLARITY_INSTRUCTIONS[name])
+
+
+def with_restatement(signature: type[dspy.Signature], demo: Mapping[str, Any]) -> dict[str, Any]:
+    """A demo's fields, with its review as the restatement when the signature asks for one and the demo has
+    none (a demo built from a review, or saved before E-P restated its review)."""
+    if RESTATED in signature.output_fields and RESTATED not in demo and "review" in demo:
+        return {**demo, RESTATED: demo["review"]}
+    return dict(demo)
