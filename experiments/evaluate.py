@@ -124,7 +124,10 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
                                                mode=CORRECTED))
         row = {**describe_lm(lm), "data": data, "decision": decision, "value_mode": value_mode, "format": format, "demos": demos,
                "demo_source": (demo_source if name != "P" else "label") if demos else None,
-               "answer_fields": list(program.predict.signature.output_fields), **summary}
+               "answer_fields": list(program.predict.signature.output_fields), **summary,
+               # per sentence, so runs and programs on the same sentences can be compared pair by pair
+               "examples": [{"id": e.id, "gold": e.label, "label": a.label, "log_odds": o}
+                            for e, a, o in zip(examples, ran.answers, ran.odds, strict=True)]}
         if program.calibration:
             row["calibration"] = program.calibration
         if decision == "all":

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from metrics.stats import paired_accuracy
 from programs.signatures import RESTATED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +102,40 @@ def decision_rules(folder: Path) -> str:
                      _num(batch["auc"]), _num(rules["contextual"].get("accuracy")),
                      _num(rules["logprob"].get("accuracy")), _num(r["seconds_per_example_median"], 2),
                      f"`{stem}.json`"])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def _batch_correct(row: Mapping[str, Any]) -> list[float | None]:
+    """Per sentence, 1.0 if the batch rule (log-odds plus the batch's bias) is right, 0.0 if not, None where the
+    log-odds are missing."""
+    bias = row["decisions"]["batch"]["bias"]
+    return [None if e["log_odds"] is None else float((e["log_odds"] + bias > 0) == (e["gold"] == 1))
+            for e in row["examples"]]
+
+
+def paired_programs(folder: Path) -> str:
+    """Programs answered on the same sentences in one ``evaluate --decision all`` run, compared pair by pair
+    under the batch rule: paired accuracy difference (bootstrap CI, permutation p) and McNemar's test."""
+    header = ["model", "data", "n", "program A", "program B", "batch accuracy A", "batch accuracy B",
+              "B - A [95 % CI], p", "McNemar p (A only / B only)", "AUC A", "AUC B", "file"]
+    by_file: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for stem, program, r in _evaluations(folder):
+        if r.get("examples") and r.get("decisions"):
+            by_file.setdefault(stem, []).append((program, r))
+    rows = []
+    for stem, programs in by_file.items():
+        for i, (name_a, a) in enumerate(programs):
+            for name_b, b in programs[i + 1:]:
+                if [e["id"] for e in a["examples"]] != [e["id"] for e in b["examples"]]:
+                    raise ValueError(f"{stem}.json: {name_a} and {name_b} were answered on different sentences")
+                d = paired_accuracy(_batch_correct(b), _batch_correct(a))
+                rows.append([a["model"], _data(a), str(d["n"]), _program(name_a, a), _program(name_b, b),
+                             _num(a["decisions"]["batch"]["accuracy"]), _num(b["decisions"]["batch"]["accuracy"]),
+                             f"{_num(d['difference'])} [{_num(d['ci_low'])}, {_num(d['ci_high'])}], "
+                             f"p {_num(d['p_value'])}",
+                             f"{_num(d['mcnemar_p_value'])} ({d['only_b_correct']} / {d['only_a_correct']})",
+                             _num(a["decisions"]["batch"]["auc"]), _num(b["decisions"]["batch"]["auc"]),
+                             f"`{stem}.json`"])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 
@@ -249,6 +284,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "scale-out": scale_out,
     "self-explanations": self_explanations,
     "decision-rules": decision_rules,
+    "paired-programs": paired_programs,
     "answer-formats": answer_formats,
     "throughput": throughput,
     "injection": injection,

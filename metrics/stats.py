@@ -86,3 +86,19 @@ def paired_difference(values_a: Sequence[float | None], values_b: Sequence[float
         p = float(stats.permutation_test((a, b), _mean_difference, permutation_type="samples", vectorized=True,
                                          n_resamples=N_RESAMPLES, alternative="two-sided", random_state=rng).pvalue)
     return {"difference": diff, "ci_low": low, "ci_high": high, "p_value": min(1.0, p), "n": int(len(a))}
+
+
+def paired_accuracy(correct_a: Sequence[float | None], correct_b: Sequence[float | None], *,
+                    seed: int = 0) -> dict[str, float | int | None]:
+    """Accuracy a - b on the sentences both answered (1.0 right, 0.0 wrong, None unanswered): the paired
+    bootstrap difference and permutation p of :func:`paired_difference`, with McNemar's exact test beside it.
+
+    >>> d = paired_accuracy([1.0] * 12 + [None], [0.0] * 12 + [1.0])
+    >>> d["difference"], d["n"], d["only_a_correct"], d["mcnemar_p_value"] < 0.01
+    (1.0, 12, 12, True)
+    """
+    both = [(a, b) for a, b in zip(correct_a, correct_b, strict=True) if a is not None and b is not None]
+    exact = mcnemar([a == 1 for a, _ in both], [b == 1 for _, b in both])
+    return {**paired_difference([a for a, _ in both], [b for _, b in both], seed=seed),
+            "mcnemar_p_value": exact["p_value"], "only_a_correct": exact["only_a"],
+            "only_b_correct": exact["only_b"]}

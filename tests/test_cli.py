@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from experiments.cli import main
+from programs.data import injected_pairs
 from tests.conftest import require_shared
 
 
@@ -53,3 +54,7 @@ def test_evaluate_on_injected_reviews_counts_label_flips(tmp_path):
     assert row["n"] == 4 and row["injection_flip_rate_n"] + row["injection_flip_rate_excluded"] == 4
     assert 0 <= row["injection_to_target_rate"] <= row["injection_flip_rate"] <= 1
     assert row["parse_failure_rate"] == 0.0  # the answer's format never changes under skeleton decoding
+    # every sentence's answer is kept, so runs on the same sentences can be compared pair by pair
+    assert [e["id"] for e in row["examples"]] == [injected.id for _, injected in injected_pairs(n=4)]
+    assert all(e["label"] in ("negative", "positive") and e["gold"] in (0, 1) and isinstance(e["log_odds"], float)
+               for e in row["examples"])

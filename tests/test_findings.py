@@ -66,3 +66,25 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
     assert "| paper | `PE-0demos` | 0.700 [0.600, 0.800] | n/a | n/a, p n/a | - | - | 90 |" in fresh
     assert "| 0.050 [n/a, n/a] | 0.010 [-0.010, 0.030], p 0.300 | +0.100" in fresh
     assert "+0.100 [+0.020, +0.180], p 0.010 (0.020) | - |" in fresh
+
+
+def test_programs_answered_on_the_same_sentences_are_compared_pair_by_pair(tmp_path):
+    def row(odds: list[float], auc: float) -> dict:
+        gold = [1, 0] * 6
+        bias = -sum(odds) / len(odds)
+        accuracy = sum((o + bias > 0) == (g == 1) for o, g in zip(odds, gold, strict=True)) / len(odds)
+        return {"model": "m", "data": "sst2", "format": "polarity", "n": 12, "demos": 16, "accuracy": accuracy,
+                "seconds_per_example_median": 1.0,
+                "decisions": {"batch": {"accuracy": accuracy, "accuracy_ci": [0, 1], "auc": auc, "bias": bias},
+                              "contextual": {}, "logprob": {}},
+                "examples": [{"id": str(i), "gold": g, "label": None, "log_odds": o}
+                             for i, (g, o) in enumerate(zip(gold, odds, strict=True))]}
+    right = [2.0, -2.0] * 6  # every sentence right under the batch rule
+    wrong_four = [-2.0, 2.0] * 2 + [2.0, -2.0] * 4  # the first four wrong
+    (tmp_path / "pair.json").write_text(json.dumps({"P": row(right, 1.0), "EP": row(wrong_four, 0.75)}))
+    fresh = render("<!-- table: paired-programs -->\n<!-- end: paired-programs -->\n", tmp_path)
+    line = fresh.splitlines()[3]
+    assert line.startswith("| m | SST-2 validation | 12 | P | E-P | 1.000 | 0.667 | -0.333 [")
+    assert "| 0.125 (4 / 0) | 1.000 | 0.750 | `pair.json` |" in line  # McNemar: 4 discordant pairs, A right in all
+    (tmp_path / "pair.json").write_text(json.dumps({"P": row(right, 1.0), "EP": {**row(right, 1.0), "examples": []}}))
+    assert "_not measured yet" in render("<!-- table: paired-programs -->\n<!-- end: paired-programs -->\n", tmp_path)

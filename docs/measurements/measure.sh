@@ -23,6 +23,8 @@ run gemma_ep_polarity_val20 evaluate --program EP --format polarity --faithfulne
 # findings tables tell them apart by the recorded answer_fields)
 run gemma_ep_polarity_restated_val200 evaluate --program EP --format polarity --decision all --n 200
 run gemma_ep_polarity_restated_val100 evaluate --program EP --format polarity --faithfulness --n 100
+# P, P-E and the restated E-P answering the same 200 sentences in one run, compared pair by pair (batch rule)
+run gemma_programs_polarity_val200 evaluate --program P,PE,EP --format polarity --decision all --n 200
 # Throughput (issue 24): side-by-side ratios in one process
 run bench_quick bench --scale quick
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from experiments.config import PAPER, ExperimentConfig, Variant
 from experiments.variants import build_program, evaluate_variant, load_program
-from metrics.stats import mcnemar, paired_difference
+from metrics.stats import paired_accuracy, paired_difference
 from programs.probe_cache import ProbeCache
 from programs.types import Example
 
@@ -59,12 +59,10 @@ def held_out(front: Sequence[Any], objectives: Sequence[str], config: Experiment
     for label, values in per_example.items():
         if label == "paper":
             continue
-        both = [(a, b) for a, b in zip(values["accuracy"], paper["accuracy"]) if a is not None and b is not None]
-        exact = mcnemar([a == 1 for a, _ in both], [b == 1 for _, b in both])
         # the paired bootstrap's p stays ``p_value`` (as for comprehensiveness); McNemar's exact test beside it
-        vs_accuracy = {**paired_difference([a for a, _ in both], [b for _, b in both], seed=config.seed),
-                       "mcnemar_p_value": exact["p_value"], "only_candidate_correct": exact["only_a"],
-                       "only_paper_correct": exact["only_b"]}
+        vs_accuracy = paired_accuracy(values["accuracy"], paper["accuracy"], seed=config.seed)
+        vs_accuracy["only_candidate_correct"] = vs_accuracy.pop("only_a_correct")
+        vs_accuracy["only_paper_correct"] = vs_accuracy.pop("only_b_correct")
         vs_comp = paired_difference(values["comprehensiveness"], paper["comprehensiveness"], seed=config.seed)
         measured[label]["vs_paper_accuracy"] = vs_accuracy
         measured[label]["vs_paper_comprehensiveness"] = vs_comp
