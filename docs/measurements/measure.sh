@@ -23,6 +23,9 @@ run gemma_ep_polarity_val20 evaluate --program EP --format polarity --faithfulne
 # findings tables tell them apart by the recorded answer_fields)
 run gemma_ep_polarity_restated_val200 evaluate --program EP --format polarity --decision all --n 200
 run gemma_ep_polarity_restated_val100 evaluate --program EP --format polarity --faithfulness --n 100
+# The restated E-P's probe, exact against the approximation on the same 20 sentences
+run gemma_ep_polarity_restated_val20_same_program evaluate --program EP --format polarity --faithfulness --probe same-program --n 20
+run gemma_ep_polarity_restated_val20 evaluate --program EP --format polarity --faithfulness --n 20
 # P, P-E and the restated E-P answering the same 200 sentences in one run, compared pair by pair (batch rule)
 run gemma_programs_polarity_val200 evaluate --program P,PE,EP --format polarity --decision all --n 200
 # Throughput (issue 24): side-by-side ratios in one process
