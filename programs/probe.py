@@ -91,11 +91,15 @@ class _Silent:
         """No progress shown."""
 
 
-def program_fingerprint(program: dspy.Module) -> str:
-    """Changes whenever the decision changes: class, settings, instructions, demos, decision rule, calibration."""
+def program_fingerprint(program: dspy.Module, *, decision: bool = True) -> str:
+    """Changes whenever the decision changes: class, settings, instructions, demos, decision rule, calibration.
+    ``decision=False`` leaves out the decision rule and its calibration: what the model reads at the label slot
+    before the rule is applied."""
     state = {"class": type(program).__name__, "name": getattr(program, "name", None),
              "value_mode": getattr(program, "value_mode", None), "k_fraction": getattr(program, "k_fraction", None),
              "state": program.dump_state()}
+    if not decision and "selfx" in state["state"]:
+        state["state"]["selfx"] = {k: v for k, v in state["state"]["selfx"].items() if k not in ("decision", "calibration")}
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -142,11 +146,14 @@ class ProgramProbe:
         else:
             self.reading = NEUTRAL_EXPLANATION
         lm_id = describe_lm(lm)
-        self._key_parts = (lm_id["backend"], lm_id["model"], program_fingerprint(self.program), mode,
-                           type(self.adapter).__name__, self.reading)
-        if embedded:
-            self._key_parts += (f"decoder-{DECODER_VERSION}",)
-        self.fingerprint = cache_key(*self._key_parts)[:16]
+        parts = (type(self.adapter).__name__, self.reading, *((f"decoder-{DECODER_VERSION}",) if embedded else ()))
+        # a slot reading is the model's, before the decision rule adds its bias: it is cached without the rule, so
+        # programs that differ only in rule or calibration batch (20 or 200 sentences, trial after trial) share it;
+        # a decoded answer goes on after its label (P-E's explanation), so it keeps the rule in its key
+        self._key_parts = (lm_id["backend"], lm_id["model"],
+                           program_fingerprint(self.program, decision=self.reading == "decoded"), mode, *parts)
+        self.fingerprint = cache_key(lm_id["backend"], lm_id["model"], program_fingerprint(self.program), mode,
+                                     *parts)[:16]
         self.stats = ProbeStats()
         self._memo: dict[str, Answer] = {}
 
@@ -191,13 +198,17 @@ class ProgramProbe:
             self.stats.cache_hits += len(unique) - len(missing)
             self.stats.model_calls += len(missing)
             self.stats.failures += failures
-        return [self._memo[text] for text in texts]
+        if self.reading == "decoded":
+            return [self._memo[text] for text in texts]
+        bias = self.program.label_bias
+        return [calibrated(self._memo[text], bias) for text in texts]
 
     def _ask(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
-        bias = self.program.label_bias
+        """Decoded answers with the program's decision; slot readings as read (``answers`` decides them)."""
         if self.reading == "decoded":
+            bias = self.program.label_bias
             return [calibrated(answer, bias) for answer in self._decoded(texts, update)]
-        return [calibrated(answer, bias) for answer in self._slot_readings(texts, update)]
+        return self._slot_readings(texts, update)
 
     def _slot_readings(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
         engine = self.lm.engine

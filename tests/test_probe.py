@@ -83,6 +83,26 @@ def test_a_program_with_demos_and_the_zero_shot_program_are_different_decision_f
     assert again.answers(REVIEWS) == a and again.stats.model_calls == 0
 
 
+def test_slot_readings_are_shared_across_calibrations_and_decided_with_each_bias(smol_lm, tmp_path):
+    """The same program calibrated on another batch reads the same slots: served from the cache, decided with its
+    own bias. A decoded P-E answer goes on after its decided label, so it is not shared."""
+    cache = ProbeCache(tmp_path / "probe.sqlite")
+    program = _with_demos("PE", smol_lm)
+    recalibrated = program.deepcopy()
+    recalibrated.calibration = {**program.calibration, "bias": program.calibration["bias"] + 3.0, "batch": "other"}
+    first = ProgramProbe(program, smol_lm, cache=cache).answers(REVIEWS)
+    probe = ProgramProbe(recalibrated, smol_lm, cache=cache)
+    second = probe.answers(REVIEWS)
+    assert probe.stats.model_calls == 0 and probe.fingerprint != ProgramProbe(program, smol_lm).fingerprint
+    for a, b in zip(first, second, strict=True):
+        assert _odds(a) == _odds(b) and b.info["bias"] == pytest.approx(a.info["bias"] + 3.0)
+        assert b.p_positive["logprob"] > a.p_positive["logprob"]
+    ProgramProbe(program, smol_lm, mode="same-program", cache=cache).answers(REVIEWS[:1])
+    decoded = ProgramProbe(recalibrated, smol_lm, mode="same-program", cache=cache)
+    decoded.answers(REVIEWS[:1])
+    assert decoded.stats.model_calls == 1
+
+
 def test_batched_readings_equal_one_text_at_a_time(smol_lm, engine):
     """The trie walk reads every text as it reads alone (SmolLM2: 1e-4; Gemma-3: the same splits, so exact too)."""
     for lm in (smol_lm, dspy.LM("local/x", engine=engine)):

@@ -45,7 +45,8 @@ ablation 16 200 jsonR:polarity self self
 ablation 32 200 jsonR:polarity,P:none
 
 # The rest of issue 25's table (both models, both orders, both formats, the study's 100 sentences and the
-# first 200 validation sentences); the first 100 validation answers come from the probe cache
+# first 200 validation sentences); label-slot readings are cached before calibration, so a run on the first 200
+# reuses those of a run on the first 100 made since that change (measurements before it were cached calibrated)
 run gemma_pe_polarity_val200   evaluate --program PE --format polarity --faithfulness --lime-samples 5 --n 200
 run gemma_ep_polarity_huang100 evaluate --data huang2023 --program EP --format polarity --faithfulness --n 100
 run gemma_pe_numeric_huang100  evaluate --data huang2023 --program PE --format numeric --faithfulness --lime-samples 5 --n 100
