@@ -198,16 +198,14 @@ class ProgramProbe:
             self.stats.cache_hits += len(unique) - len(missing)
             self.stats.model_calls += len(missing)
             self.stats.failures += failures
-        if self.reading == "decoded":
-            return [self._memo[text] for text in texts]
+        # answers are stored as read and decided on the way out (``calibrated`` recomputes the label from
+        # the raw label log-probabilities: an answer stored decided by an earlier version decides the same)
         bias = self.program.label_bias
         return [calibrated(self._memo[text], bias) for text in texts]
 
     def _ask(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
-        """Decoded answers with the program's decision; slot readings as read (``answers`` decides them)."""
         if self.reading == "decoded":
-            bias = self.program.label_bias
-            return [calibrated(answer, bias) for answer in self._decoded(texts, update)]
+            return self._decoded(texts, update)
         return self._slot_readings(texts, update)
 
     def _slot_readings(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
