@@ -1,12 +1,13 @@
 """``selfx bench`` on the real embedded model at a tiny size: every contract key is measured (figures, never
 thresholds), and the API row's answers do not depend on the concurrency level."""
 
+import functools
 import json
 import math
 
 import pytest
 
-from experiments import bench
+from experiments import bench, study
 from experiments.cli import main
 
 CONTRACT = ("raw_tokens_per_second", "probe_texts_per_second_serial", "probe_texts_per_second_batched",
@@ -17,6 +18,8 @@ CONTRACT = ("raw_tokens_per_second", "probe_texts_per_second_serial", "probe_tex
 @pytest.mark.model
 def test_bench_measures_every_contract_key(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(bench, "SCALES", {"quick": 1, "paper": 100})  # the study on one sentence
+    # at one LIME sample per token (not 10): LIME's texts were most of the study's 200 s here
+    monkeypatch.setattr(study, "live_study", functools.partial(study.live_study, lime_samples_per_token=1))
     monkeypatch.delenv("SELFX_LLAMA_SERVER", raising=False)  # llama-cpp-python's server, as in CI
     real = bench.bench
     monkeypatch.setattr(bench, "bench", lambda lm, scale, api=True: real(lm, scale, probe_texts=40, api_texts=6,

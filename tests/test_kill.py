@@ -87,24 +87,28 @@ def reviews(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("share", [0.05, 0.3, 0.6])
-def test_study_killed_during_probes_resumes_without_asking_again(share, tmp_path, reviews):
+def test_study_killed_three_times_during_probes_resumes_without_asking_again(tmp_path, reviews):
+    """Killed at 5 %, 30 % and 60 % of its probe answers, each time in a run that resumed the previous one's
+    cache: the last run asks only what no killed run stored, and its figures equal an uninterrupted run's."""
     args = ["study", "--lm", "local:smollm2-135m", "--data", str(reviews), "--n", "2", "--lime-samples", "2",
-            "--no-mlflow", "--out", "out"]
+            "--no-mlflow", "--out", "out", "--cache", "probe.sqlite", "--json", "study.json"]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     reference.mkdir()
     resumed.mkdir()
-    finish([*args, "--cache", "probe.sqlite", "--json", "study.json"], reference)
+    finish(args, reference)
     expected = json.loads((reference / "study.json").read_text())
     total = expected["cache_entries"]
     cache = resumed / "probe.sqlite"
-    kill_when([*args, "--cache", "probe.sqlite", "--json", "study.json"], resumed,
-              lambda: count(cache, "SELECT COUNT(*) FROM answers") >= max(1, share * total))
-    stored = count(cache, "SELECT COUNT(*) FROM answers")
-    assert 0 < stored < total and not (resumed / "study.json").exists()
-    finish([*args, "--cache", "probe.sqlite", "--json", "study.json"], resumed)
+    stored = 0
+    for share in (0.05, 0.3, 0.6):
+        target = max(stored + 1, share * total)
+        kill_when(args, resumed, lambda target=target: count(cache, "SELECT COUNT(*) FROM answers") >= target)
+        now = count(cache, "SELECT COUNT(*) FROM answers")
+        assert stored < now < total and not (resumed / "study.json").exists()
+        stored = now
+    finish(args, resumed)
     again = json.loads((resumed / "study.json").read_text())
-    assert calls(again) == calls(expected) - stored  # every answer stored before the kill is reused, none re-asked
+    assert calls(again) == calls(expected) - stored  # every answer stored before the kills is reused, none re-asked
     same_figures(expected, again)
 
 
@@ -164,7 +168,8 @@ search:
 """
 
 
-@pytest.mark.parametrize("complete", [0, 1, 2])
+# the middle kill point runs with `pytest -m slow`: the default run keeps the first and the last trial
+@pytest.mark.parametrize("complete", [0, pytest.param(1, marks=pytest.mark.slow), 2])
 def test_optimize_killed_inside_a_trial_resumes_with_that_trial_failed(complete, tmp_path):
     require_shared("sst2", "validation.jsonl")
     (tmp_path / "opt.yaml").write_text(OPTIMIZE.replace("STORE", str(tmp_path)))
