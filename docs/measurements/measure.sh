@@ -54,8 +54,8 @@ for lm in gemma smollm2; do
   for fmt in polarity numeric; do
     run ${lm}_pe_${fmt}_val200   evaluate "${lmflag[@]}" --program PE --format $fmt --faithfulness --lime-samples 5 --n 200
     run ${lm}_pe_${fmt}_huang100 evaluate "${lmflag[@]}" --data huang2023 --program PE --format $fmt --faithfulness --lime-samples 5 --n 100
-    run ${lm}_ep_${fmt}_faithfulness_val200 evaluate "${lmflag[@]}" --program EP --format $fmt --faithfulness --n 200
-    run ${lm}_ep_${fmt}_huang100 evaluate "${lmflag[@]}" --data huang2023 --program EP --format $fmt --faithfulness --n 100
+    run ${lm}_ep_${fmt}_faithfulness_val200 evaluate "${lmflag[@]}" --program EP --format $fmt --faithfulness --lime-samples 5 --n 200
+    run ${lm}_ep_${fmt}_huang100 evaluate "${lmflag[@]}" --data huang2023 --program EP --format $fmt --faithfulness --lime-samples 5 --n 100
   done
 done
 
