@@ -108,7 +108,7 @@ def test_study_killed_three_times_during_probes_resumes_without_asking_again(tmp
         stored = now
     finish(args, resumed)
     again = json.loads((resumed / "study.json").read_text())
-    assert calls(again) == calls(expected) - stored  # every answer stored before the kills is reused, none re-asked
+    assert calls(again) == calls(expected) - stored  # what the killed runs stored is reused, none re-asked
     same_figures(expected, again)
 
 
