@@ -98,12 +98,14 @@ def test_study_killed_three_times_during_probes_resumes_without_asking_again(tmp
     finish(args, reference)
     expected = json.loads((reference / "study.json").read_text())
     total = expected["cache_entries"]
-    cache = resumed / "probe.sqlite"
+    def answers() -> int:
+        return count(resumed / "probe.sqlite", "SELECT COUNT(*) FROM answers")
+
     stored = 0
     for share in (0.05, 0.3, 0.6):
         target = max(stored + 1, share * total)
-        kill_when(args, resumed, lambda target=target: count(cache, "SELECT COUNT(*) FROM answers") >= target)
-        now = count(cache, "SELECT COUNT(*) FROM answers")
+        kill_when(args, resumed, lambda target=target: answers() >= target)
+        now = answers()
         assert stored < now < total and not (resumed / "study.json").exists()
         stored = now
     finish(args, resumed)

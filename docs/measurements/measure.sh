@@ -47,8 +47,9 @@ ablation 32 200 jsonR:polarity,P:none
 # The rest of issue 25's table: both models, both orders, both formats, on the study's 100 sentences and the
 # first 200 validation sentences (the val100 files above are its first half). Label-slot readings are cached
 # before calibration, so a run on the first 200 reuses those of a run on the first 100 made since that change.
-# At 2 cores this block is about 15 hours of model time; the findings table shows whichever files exist. (E-P's
-# val200 file is named apart from the accuracy-only gemma_ep_polarity_val200 above.)
+# At 2 cores this block is about 15 hours of model time, more since its E-P cells also measure LIME; the findings
+# table shows whichever files exist. (E-P's val200 file is named apart from the accuracy-only
+# gemma_ep_polarity_val200 above.)
 for lm in gemma smollm2; do
   lmflag=(); [ "$lm" = smollm2 ] && lmflag=(--lm local:smollm2-135m)
   for fmt in polarity numeric; do
