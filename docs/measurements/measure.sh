@@ -48,9 +48,9 @@ ablation 32 200 jsonR:polarity,P:none
 # first 200 validation sentences (the val100 files above are its first half). Label-slot readings are cached
 # before calibration, so a run on the first 200 reuses those of a run on the first 100 made since that change.
 # Measured at 2 cores from a probe cache without the cell's readings (docs/findings.md, Throughput): Gemma E-P
-# about 2.5 h per 100 sentences, SmolLM2 P-E about 1 h, SmolLM2 E-P about 2.7 h (its long neutral-explanation probe
-# texts); the findings table shows whichever files exist. (E-P's val200 file is named apart from the accuracy-only
-# gemma_ep_polarity_val200 above.)
+# about 2.5 h per 100 sentences, SmolLM2 P-E about 1 h, SmolLM2 E-P 2.7 h (polarity) to 3.5 h (numeric; its
+# long neutral-explanation probe texts); the findings table shows whichever files exist. (E-P's val200 file is
+# named apart from the accuracy-only gemma_ep_polarity_val200 above.)
 for lm in gemma smollm2; do
   lmflag=(); [ "$lm" = smollm2 ] && lmflag=(--lm local:smollm2-135m)
   for fmt in polarity numeric; do
