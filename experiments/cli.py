@@ -141,7 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--decision", default=None, choices=[*choices(Decision), "all"],
                           help="label decision rule; all = every rule side by side from one pass "
                                "(default: the embedded default setup's, generated for API models)")
+    evaluate.add_argument("--shard", default=None, metavar="K/N",
+                          help="run only the K-th of N consecutive slices of the --n sentences (calibrated on all "
+                               "of them), to split a long evaluation across processes, machines or days; selfx "
+                               "merge joins the N --json files into the whole run's report")
     _output_args(evaluate, mlflow=False)
+
+    merge = _command(commands, "merge", "join the --json reports of selfx evaluate --shard K/N into the whole run's",
+                     "  selfx evaluate --program PE --faithfulness --n 200 --shard 1/4 --json pe-1.json   # ... 4/4\n"
+                     "  selfx merge pe-1.json pe-2.json pe-3.json pe-4.json --json pe.json", _cmd_merge)
+    merge.add_argument("shards", nargs="+", metavar="SHARD.json", help="the shards' --json files, each once")
+    _output_args(merge, mlflow=False)
 
     replay = _command(commands, "replay", "recompute the study's faithfulness and agreement tables from its "
                       "recorded outputs", "  selfx replay --model llama3 --mode compat\n"
@@ -249,7 +259,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       demos=args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0),
                       demo_source=args.demo_source, with_occlusion=args.with_occlusion,
                       faithfulness=args.faithfulness, probe_mode=args.probe, format=args.format,
-                      lime_samples_per_token=args.lime_samples, concurrency=args.concurrency)
+                      lime_samples_per_token=args.lime_samples, concurrency=args.concurrency, shard=_shard(args.shard))
     screens.evaluate(report)
     screens.write_json(args.json, report)
     return 0
@@ -264,6 +274,36 @@ def _log_tables(args: argparse.Namespace, report: dict[str, Any], experiment: st
     run_id = log_run(experiment, name, params=params, metrics={**flatten_tables(report), **extra}, artifacts=files,
                      uri=args.tracking_uri)
     print(f"logged to MLflow run {run_id}", file=sys.stderr)
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    """``--shard K/N`` as (K, N)."""
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        raise InputError(f"--shard {value}: give K/N with 1 <= K <= N, e.g. --shard 2/4 for the second of four")
+    return int(index), int(count)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    import json
+
+    from experiments.evaluate import merge
+
+    reports = []
+    for path in args.shards:
+        try:
+            reports.append((path, json.loads(Path(path).read_text(encoding="utf-8"))))
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file; pass the --json files of selfx evaluate --shard K/N") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc}); pass the --json files of selfx evaluate --shard "
+                             "K/N") from None
+    report = merge(reports)
+    screens.evaluate(report)
+    screens.write_json(args.json, report)
+    return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

@@ -109,7 +109,7 @@ def explain(names: Sequence[str], tokens: Sequence[Sequence[str]], probe: Probe,
 def measure(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence[Explanation | None]],
             probe: Probe, *, mode: MetricMode, protocol: str = "all", topk: str = "padded",
             metrics: Sequence[str] = FAITHFULNESS_METRICS, agreement: str | Sequence[tuple[str, str]] = (),
-            originals: Sequence[Answer | None] | None = None, seed: int = 0) -> Measurement:
+            originals: Sequence[Answer | None] | None = None, seed: int = 0, first: int = 0) -> Measurement:
     """Faithfulness (and agreement) of each kind of explanation of each sentence.
 
     ``protocol``: which metrics (``all``, ``bins`` or ``single-step``; see :func:`metrics.faithfulness.plan`).
@@ -117,7 +117,8 @@ def measure(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence
     once, under the main metric names) or ``padded`` (its ranking padded at random, as the study's 2024
     code does, so it shares one axis with full explanations; the single step is added as
     ``comprehensiveness_topk`` / ``sufficiency_topk``). ``agreement``: ``"all"`` pairs of kinds, or the
-    pairs given (see :func:`agree`). Sentence i draws its random stream from ``seed + i``. ``originals``:
+    pairs given (see :func:`agree`). Sentence i draws its random stream from ``seed + first + i``: ``first`` is
+    the index of ``tokens[0]`` in the whole run, so a shard of it draws what the whole run would. ``originals``:
     the probe's answers on the unperturbed sentences, if already asked.
     """
     if topk not in TOPK_PROTOCOLS:
@@ -129,7 +130,7 @@ def measure(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence
         for i, (sentence, explanation, reply) in enumerate(zip(tokens, items, base)):
             if explanation is None or reply is None or not sentence:
                 continue
-            n, rng = len(sentence), np.random.default_rng(seed + i)
+            n, rng = len(sentence), np.random.default_rng(seed + first + i)
             predicted = reply.label if reply.label is not None else 0
             if explanation.topk and topk == "single-step":
                 jobs.append((kind, i, "", "single-step", list(explanation.ranking), explanation, rng))
@@ -165,15 +166,23 @@ def measure(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence
 def agree(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence[Explanation | None]],
           originals: Sequence[Answer | None], *, mode: MetricMode, pairs: str | Sequence[tuple[str, str]] = "all",
           seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Agreement between kinds of explanation (``"all"`` pairs, or the pairs given), keyed ``"a~b"``.
-    Rankings follow the mode (toward the predicted class in corrected mode); a sentence where either side
-    has no explanation is excluded and counted."""
+    """Agreement between kinds of explanation (``"all"`` pairs, or the pairs given), keyed ``"a~b"``: the
+    aggregates of :func:`agreement_rows`."""
+    rows = agreement_rows(tokens, explanations, originals, mode=mode, pairs=pairs)
+    return {pair: aggregate_agreement(pair, pair_rows, seed=seed) for pair, pair_rows in rows.items()}
+
+
+def agreement_rows(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence[Explanation | None]],
+                   originals: Sequence[Answer | None], *, mode: MetricMode,
+                   pairs: str | Sequence[tuple[str, str]] = "all") -> dict[str, list[dict[str, float | None]]]:
+    """Each sentence's agreement between kinds of explanation, keyed ``"a~b"``. Rankings follow the mode
+    (toward the predicted class in corrected mode); a sentence where either side has no explanation gets {}."""
     if pairs == "all":
         kinds = [k for k in KINDS if k in explanations]
         pairs = [(a, b) for i, a in enumerate(kinds) for b in kinds[i + 1:]]
-    table: dict[str, dict[str, Any]] = {}
+    table: dict[str, list[dict[str, float | None]]] = {}
     for a, b in pairs:
-        rows = []
+        rows: list[dict[str, float | None]] = []
         for s, (sentence, original) in enumerate(zip(tokens, originals)):
             first, second = explanations[a][s], explanations[b][s]
             if first is None or second is None:
@@ -183,9 +192,13 @@ def agree(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence[E
             rank_a, values_a = _ranked(first, predicted, mode)
             rank_b, values_b = _ranked(second, predicted, mode)
             rows.append(agreement(rank_a, rank_b, values_a, values_b, n=len(sentence)))
-        # a top-k explanation orders only its k words: set-based agreement only
-        table[f"{a}~{b}"] = aggregate(rows, RANKING_ONLY if "topk" in (a, b) else AGREEMENT_METRICS, seed=seed)
+        table[f"{a}~{b}"] = rows
     return table
+
+
+def aggregate_agreement(pair: str, rows: Sequence[Mapping[str, float | None]], *, seed: int = 0) -> dict[str, Any]:
+    """Agreement aggregates of one pair ``"a~b"``; a top-k explanation orders only its k words: set-based only."""
+    return aggregate(rows, RANKING_ONLY if "topk" in pair.split("~") else AGREEMENT_METRICS, seed=seed)
 
 
 def _ranked(explanation: Explanation, predicted: int | None, mode: MetricMode) -> tuple[list[int], list]:
@@ -194,28 +207,23 @@ def _ranked(explanation: Explanation, predicted: int | None, mode: MetricMode) -
     return rank_positions(explanation.values, predicted=predicted, mode=mode), list(explanation.values)
 
 
-def explanation_quality(explanations: Sequence[Explanation | None]) -> dict[str, Any]:
-    """For full explanations: the share with at least 3 distinct values (non-degenerate)."""
-    full = [e for e in explanations if e is not None and not e.topk]
-    if not full:
-        return {}
-    return {"explanation_nondegenerate_rate": sum(nondegenerate(e.values) for e in full) / len(full)}
-
-
 # What a program variant logs beside its accuracy (run, evaluate --faithfulness, optimize's held-out slice).
 PROGRAM_METRICS = ("comprehensiveness_bins", "sufficiency_bins", "comprehensiveness", "df_mit", "rankdel")
+OCCLUSION_PAIR = "self~occlusion"
 
 
 def program_faithfulness(examples: Sequence[Example], attributions: Sequence[Attribution | None], probe: Probe, *,
                          mode: MetricMode, explainers: Sequence[str] = ("occlusion", "random"), seed: int = 0,
-                         lime_samples_per_token: int = 10, protocol: str = "all"
-                         ) -> tuple[dict[str, Any], list[dict[str, float | None]], dict[str, list[Explanation | None]]]:
+                         lime_samples_per_token: int = 10, protocol: str = "all", first: int = 0
+                         ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[Explanation | None]]]:
     """How faithful a program's explanations are, with baselines beside them, as flat metric keys.
 
     Self-explanations (``comprehensiveness_bins`` ...) and each explainer (``occlusion_...``, ``random_...``)
     through ``probe``; Spearman with the model's own occlusion and top-k feature agreement with it;
-    the explanations' non-degenerate share and range violations; probe cost. Returns the aggregates,
-    the self-explanations' per-sentence metrics (example order) and every kind's explanations.
+    the explanations' non-degenerate share and range violations; probe cost. Returns the aggregates
+    (:func:`faithfulness_summary` of the records), each sentence's record (example order: every kind's metrics
+    under its name, its agreement with occlusion under ``self~occlusion``, its explanation's quality) and every
+    kind's explanations. ``first``: the index of ``examples[0]`` in the whole run (see :func:`measure`).
     """
     started = time.perf_counter()
     calls, hits = probe.stats.model_calls, probe.stats.cache_hits
@@ -224,21 +232,55 @@ def program_faithfulness(examples: Sequence[Example], attributions: Sequence[Att
     kinds = {"self": [Explanation.of(a) for a in attributions],
              **explain(explainers, tokens, probe, mode=mode, seed=seed, lime_samples_per_token=lime_samples_per_token)}
     measured = measure(tokens, kinds, probe, mode=mode, protocol=protocol, metrics=PROGRAM_METRICS,
-                       originals=originals, seed=seed)
-    out: dict[str, Any] = {}
-    for kind, summary in measured.summary.items():
-        out.update({(k if kind == "self" else f"{kind}_{k}"): v for k, v in summary.items()})
-    out.update(paired_against_baselines(measured.rows, seed=seed))
-    out.update(explanation_quality(kinds["self"]))
-    full = [a for a in attributions if a is not None and a.ranking is None]
-    if full:
-        out["explanation_range_violations"] = sum(a.info.get("range_violations", 0) for a in full)
-    if "occlusion" in kinds:
-        out.update(occlusion_agreement(tokens, kinds, originals, mode=mode, seed=seed))
+                       originals=originals, seed=seed, first=first)
+    pairs = agreement_rows(tokens, kinds, originals, mode=mode, pairs=[("self", "occlusion")]) \
+        if "occlusion" in kinds else {}
+    records = [{**{kind: rows[i] for kind, rows in measured.rows.items()},
+                **{pair: rows[i] for pair, rows in pairs.items()}, **explanation_record(attribution)}
+               for i, attribution in enumerate(attributions)]
+    out = faithfulness_summary(records, seed=seed)
     out["faithfulness_probe_calls"] = probe.stats.model_calls - calls
     out["faithfulness_cache_hits"] = probe.stats.cache_hits - hits
     out["faithfulness_seconds"] = time.perf_counter() - started
-    return out, measured.rows["self"], kinds
+    return out, records, kinds
+
+
+def explanation_record(attribution: Attribution | None) -> dict[str, Any]:
+    """What the explanation-quality figures need of one sentence's explanation: whether it is a full one (a value
+    per word), whether those values are non-degenerate, and its range violations."""
+    full = attribution is not None and attribution.ranking is None
+    return {"full_explanation": full,
+            "nondegenerate": nondegenerate(attribution.values) if full else None,
+            "explanation_range_violations": attribution.info.get("range_violations", 0) if full else 0}
+
+
+def explanation_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The full explanations' non-degenerate share (at least 3 distinct values) and range violations, from
+    :func:`explanation_record` records; nothing when there is no full explanation."""
+    full = [r for r in records if r["full_explanation"]]
+    if not full:
+        return {}
+    return {"explanation_nondegenerate_rate": sum(bool(r["nondegenerate"]) for r in full) / len(full),
+            "explanation_range_violations": sum(r["explanation_range_violations"] for r in full)}
+
+
+def faithfulness_summary(records: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, Any]:
+    """The flat faithfulness keys from per-sentence records (:func:`program_faithfulness`): each kind's means with
+    bootstrap CIs, self paired against random and occlusion, explanation quality, agreement with occlusion.
+    Records of consecutive shards of a run, concatenated, give the whole run's figures."""
+    kinds = [k for k in KINDS if records and k in records[0]]
+    rows = {kind: [r[kind] for r in records] for kind in kinds}
+    out: dict[str, Any] = {}
+    for kind, kind_rows in rows.items():
+        extra = ("comprehensiveness_topk", "sufficiency_topk") if any("comprehensiveness_topk" in r
+                                                                      for r in kind_rows) else ()
+        summary = aggregate(kind_rows, (*PROGRAM_METRICS, *extra), seed=seed)
+        out.update({(k if kind == "self" else f"{kind}_{k}"): v for k, v in summary.items()})
+    out.update(paired_against_baselines(rows, seed=seed))
+    out.update(explanation_summary(records))
+    if records and OCCLUSION_PAIR in records[0]:
+        out.update(occlusion_agreement([r[OCCLUSION_PAIR] for r in records], seed=seed))
+    return out
 
 
 def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | None]]], *, seed: int = 0,
@@ -257,11 +299,11 @@ def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | No
     return out
 
 
-def occlusion_agreement(tokens: Sequence[Sequence[str]], kinds: Mapping[str, Sequence[Explanation | None]],
-                        originals: Sequence[Answer | None], *, mode: MetricMode, seed: int = 0) -> dict[str, Any]:
-    """How well self-explanations agree with the model's own occlusion: Spearman over positions (full
-    explanations) as ``spearman_vs_occlusion`` and top-k feature agreement, with CIs."""
-    table = agree(tokens, kinds, originals, mode=mode, pairs=[("self", "occlusion")], seed=seed)["self~occlusion"]
+def occlusion_agreement(rows: Sequence[Mapping[str, float | None]], *, seed: int = 0) -> dict[str, Any]:
+    """How well self-explanations agree with the model's own occlusion, from each sentence's ``self~occlusion``
+    agreement row: Spearman over positions (full explanations) as ``spearman_vs_occlusion`` and top-k feature
+    agreement, with CIs."""
+    table = aggregate_agreement(OCCLUSION_PAIR, rows, seed=seed)
     out = {f"agreement_occlusion_{k}": v for k, v in table.items() if k.startswith("feature_agreement")}
     out.update({k.replace("rank_correlation", "spearman_vs_occlusion"): v for k, v in table.items()
                 if k.startswith("rank_correlation")})

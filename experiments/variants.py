@@ -141,7 +141,7 @@ def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test:
                                        (list(att.ranking) if att is not None else None)),
              "parse_status": "ok" if a.ok else f"failed: {a.failure}",
              "seconds": round(seconds, 3),
-             **{key: (per_sentence[i].get(key) if i < len(per_sentence) else None) for key in PER_SENTENCE}}
+             **{key: (per_sentence[i]["self"].get(key) if i < len(per_sentence) else None) for key in PER_SENTENCE}}
             for i, (e, a, att, seconds) in enumerate(zip(test, answers, attributions, ran.durations, strict=True))]
     return Evaluation(metrics, rows, explanations)
 

@@ -58,3 +58,48 @@ def test_evaluate_on_injected_reviews_counts_label_flips(tmp_path):
     assert [e["id"] for e in row["examples"]] == [injected.id for _, injected in injected_pairs(n=4)]
     assert all(e["label"] in ("negative", "positive") and e["gold"] in (0, 1) and isinstance(e["log_odds"], float)
                for e in row["examples"])
+
+
+# what differs between two runs of the same sentences: timings, and what the probe cache already held
+RUN_SPECIFIC = {"wall_seconds", "seconds_per_example", "seconds_per_example_median", "faithfulness_seconds",
+                "faithfulness_probe_calls", "faithfulness_cache_hits"}
+
+
+def _same_run(row):
+    return {k: ([{f: v for f, v in e.items() if f != "seconds"} for e in row[k]] if k == "examples" else row[k])
+            for k in row if k not in RUN_SPECIFIC | {"merged_shards"}}
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("program, options", [("PE", ["--decision", "batch", "--format", "polarity", "--faithfulness",
+                                                      "--lime-samples", "1"]),
+                                              ("P", ["--decision", "all"])])
+def test_merged_shards_report_what_the_whole_run_reports(program, options, tmp_path):
+    require_shared("sst2", "validation.jsonl")
+    base = ["--quiet", "evaluate", "--lm", "local:smollm2-135m", "--program", program, "--demos", "0", *options,
+            "--n", "5"]
+    assert main([*base, "--json", str(tmp_path / "whole.json")]) == 0
+    for k in (2, 1):  # any order
+        assert main([*base, "--shard", f"{k}/2", "--json", str(tmp_path / f"{k}.json")]) == 0
+    first = json.loads((tmp_path / "1.json").read_text())[program]
+    assert first["n"] == 2 and first["shard"] == {"index": 1, "count": 2, "start": 0, "stop": 2, "of": 5}
+    assert main(["merge", str(tmp_path / "2.json"), str(tmp_path / "1.json"), "--json",
+                 str(tmp_path / "merged.json")]) == 0
+    whole = json.loads((tmp_path / "whole.json").read_text())[program]
+    merged = json.loads((tmp_path / "merged.json").read_text())[program]
+    assert merged["n"] == 5 and merged["merged_shards"] == 2 and "shard" not in merged
+    assert _same_run(merged) == _same_run(whole)
+    if "comprehensiveness_bins" in whole:  # the figures the table reads are there, and equal
+        assert merged["comprehensiveness_bins_vs_random_ci_low"] == whole["comprehensiveness_bins_vs_random_ci_low"]
+
+
+@pytest.mark.model
+def test_merge_refuses_shards_of_different_runs(tmp_path, capsys):
+    require_shared("sst2", "validation.jsonl")
+    for k, fmt in ((1, "numeric"), (2, "polarity")):
+        assert main(["--quiet", "evaluate", "--lm", "local:smollm2-135m", "--program", "PE", "--demos", "0",
+                     "--format", fmt, "--n", "2", "--shard", f"{k}/2", "--json", str(tmp_path / f"{k}.json")]) == 0
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "1.json"), str(tmp_path / "2.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differs from" in err[0] and "'format'" in err[0]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.measure import Explanation, explain, measure, program_faithfulness
+from experiments.measure import Explanation, explain, faithfulness_summary, measure, program_faithfulness
 from metrics.faithfulness import plan
 from metrics.modes import COMPAT, CORRECTED
 from programs.perturb import perturb
@@ -103,7 +103,7 @@ def test_program_faithfulness_reports_self_beside_its_baselines():
     for key in ("comprehensiveness_bins", "occlusion_comprehensiveness_bins", "random_comprehensiveness_bins",
                 "spearman_vs_occlusion", "agreement_occlusion_feature_agreement", "explanation_nondegenerate_rate"):
         assert key in out, key
-    assert out["comprehensiveness_bins_n"] == 1 and rows[1] == {}
+    assert out["comprehensiveness_bins_n"] == 1 and rows[1]["self"] == {}
 
 
 def test_self_is_compared_with_random_and_occlusion_on_the_same_sentences():
@@ -121,3 +121,31 @@ def test_self_is_compared_with_random_and_occlusion_on_the_same_sentences():
         assert out[f"{key}_n"] == 3
         assert out[key] == pytest.approx(out["comprehensiveness_bins"] - out[f"{baseline}_comprehensiveness_bins"])
     assert out["comprehensiveness_bins_vs_random"] > 0
+
+
+def test_shards_of_a_run_give_the_whole_runs_faithfulness():
+    # top-k explanations are padded to a full order from the sentence's random stream, so that stream must be the
+    # one the sentence draws in the whole run
+    sentences = [["good", "film", "bad", "plot", "cast"], ["a", "good", "good", "day", "out"],
+                 ["bad", "bad", "dull", "film", "good"], ["the", "good", "cast", "was", "fine"],
+                 ["good", "good", "good", "bad", "end"]]
+    examples = [Example(str(i), " ".join(s), 1) for i, s in enumerate(sentences)]
+    attributions = [Attribution((0.5, 0.0, 0.0, 0.5, 0.0), "self"), None, Attribution((None,) * 5, "topk", (4,)),
+                    Attribution((0.0, 0.9, 0.0, 0.0, -0.3), "self"), Attribution((None,) * 5, "topk", (0, 3))]
+
+    def run(start, stop):
+        probe = ToyProbe()
+        probe.stats = _Stats()
+        return program_faithfulness(examples[start:stop], attributions[start:stop], probe, mode=CORRECTED,
+                                    explainers=("occlusion", "random", "lime"), lime_samples_per_token=2, first=start)
+
+    whole, records, _ = run(0, 5)
+    parts = [run(0, 2)[1], run(2, 5)[1]]
+    assert parts[0] + parts[1] == records
+    cost = ("faithfulness_probe_calls", "faithfulness_cache_hits", "faithfulness_seconds")
+    assert faithfulness_summary(parts[0] + parts[1]) == {k: v for k, v in whole.items() if k not in cost}
+    # the offset matters: without it, a shard's top-k explanations would be padded from other sentences' streams
+    probe = ToyProbe()
+    probe.stats = _Stats()
+    unshifted = program_faithfulness(examples[2:5], attributions[2:5], probe, mode=CORRECTED, explainers=())[1]
+    assert [r["self"] for r in unshifted] != [r["self"] for r in records[2:5]]
