@@ -2,10 +2,11 @@
 (on request) every decision rule side by side and the explanations' faithfulness.
 
 A long evaluation can be split across processes, machines or days: ``--shard K/N`` runs the K-th of N
-consecutive slices of the first ``n`` examples (calibrated on all ``n``; each sentence draws the random stream it
-draws in the whole run), and ``selfx merge`` joins the N reports. Every figure of a row is computed from its
-examples' records and totals by :func:`report_row`, for a run and a merge alike, so the merged report is the
-whole run's, but for timings.
+consecutive slices of the first ``n`` examples (calibrated on all ``n``: under the batch rule an E-P shard
+decodes every sentence of the batch once for it; each sentence draws the random stream it draws in the whole
+run), and ``selfx merge`` joins the N reports. Every figure of a row is computed from its examples' records and
+totals by :func:`report_row`, for a run and a merge alike, so the merged report is the whole run's, but for
+timings.
 """
 
 from __future__ import annotations

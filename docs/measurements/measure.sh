@@ -59,14 +59,14 @@ ablation 32 200 jsonR:polarity,P:none
 # Measured at 2 cores from a probe cache without the cell's readings (docs/findings.md, Throughput): Gemma E-P
 # about 2.5 h per 100 sentences, SmolLM2 P-E about 1 h, SmolLM2 E-P 2.7 h (polarity) to 3.5 h (numeric; its
 # long neutral-explanation probe texts); the findings table shows whichever files exist. (E-P's val200 file is
-# named apart from the accuracy-only gemma_ep_polarity_val200 above.) E-P on the first 200 runs in four shards of
-# 50 sentences (1.5-2 h each for SmolLM2; Gemma's files were written whole, before shards existed).
+# named apart from the accuracy-only gemma_ep_polarity_val200 above.) E-P on the first 200 runs in eight shards of
+# 25 sentences (about 1 h each for SmolLM2; Gemma's files were written whole, before shards existed).
 for lm in gemma smollm2; do
   lmflag=(); [ "$lm" = smollm2 ] && lmflag=(--lm local:smollm2-135m)
   for fmt in polarity numeric; do
     run ${lm}_pe_${fmt}_val200   evaluate "${lmflag[@]}" --program PE --format $fmt --faithfulness --lime-samples 5 --n 200
     run ${lm}_pe_${fmt}_huang100 evaluate "${lmflag[@]}" --data huang2023 --program PE --format $fmt --faithfulness --lime-samples 5 --n 100
-    sharded ${lm}_ep_${fmt}_faithfulness_val200 4 evaluate "${lmflag[@]}" --program EP --format $fmt --faithfulness --lime-samples 5 --n 200
+    sharded ${lm}_ep_${fmt}_faithfulness_val200 8 evaluate "${lmflag[@]}" --program EP --format $fmt --faithfulness --lime-samples 5 --n 200
     run ${lm}_ep_${fmt}_huang100 evaluate "${lmflag[@]}" --data huang2023 --program EP --format $fmt --faithfulness --lime-samples 5 --n 100
   done
 done
