@@ -11,7 +11,7 @@ timings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from statistics import median
 from typing import Any
 
@@ -64,7 +64,8 @@ def shard_bounds(n: int, shard: tuple[int, int] | None) -> tuple[int, int]:
         return 0, n
     index, count = shard
     if not 1 <= index <= count:
-        raise InputError(f"--shard {index}/{count}: K must be between 1 and N (the shards are 1/N ... N/N)")
+        raise InputError(f"--shard {index}/{count}: give K/N with 1 <= K <= N, e.g. --shard 2/4 for the second of "
+                         "four")
     if count > n:
         raise InputError(f"--shard {index}/{count}: {count} shards of --n {n} examples would leave some empty; "
                          f"use at most {n} shards")
@@ -85,8 +86,7 @@ def example_records(examples: Sequence[Example], ran: Predictions) -> list[dict[
 
 def summarise(records: Sequence[dict[str, Any]], *, wall_seconds: float, tokens: int) -> dict[str, Any]:
     """Accuracy over parsed answers (failures counted, never scored), coverage, explanation quality, cost."""
-    predicted = [LABELS.index(r["label"]) if r["label"] is not None else None for r in records]
-    acc, scored = accuracy(predicted, [r["gold"] for r in records])
+    acc, scored = accuracy(_label_ints(r["label"] for r in records), [r["gold"] for r in records])
     failures = [r for r in records if r["failure"] is not None]
     coverage = [r["coverage"] for r in records if r["coverage"] is not None]
     summary: dict[str, Any] = {
@@ -109,6 +109,11 @@ def summarise(records: Sequence[dict[str, Any]], *, wall_seconds: float, tokens:
     return summary
 
 
+def _label_ints(labels: Iterable[str | None]) -> list[int | None]:
+    """Record labels as the class indices ``accuracy`` compares with gold (None stays None: a failed answer)."""
+    return [LABELS.index(label) if label is not None else None for label in labels]
+
+
 # What a report row adds up over its examples rather than computing from their records: merged shards sum them.
 TOTALS = ("wall_seconds", "tokens", "faithfulness_probe_calls", "faithfulness_cache_hits", "faithfulness_seconds")
 
@@ -121,8 +126,7 @@ def report_row(settings: dict[str, Any], records: Sequence[dict[str, Any]], tota
     if records and "clean_label" in records[0]:
         row.update(injection_flips([r["clean_label"] for r in records], [r["label"] for r in records],
                                    ["negative" if r["gold"] == 1 else "positive" for r in records], seed=seed))
-        clean, _ = accuracy([LABELS.index(r["clean_label"]) if r["clean_label"] is not None else None
-                             for r in records], [r["gold"] for r in records])
+        clean, _ = accuracy(_label_ints(r["clean_label"] for r in records), [r["gold"] for r in records])
         row["clean_accuracy"] = clean
     if records and "self" in records[0]:
         row.update(faithfulness_summary(records, seed=seed))
@@ -246,7 +250,8 @@ def merge(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
                              "once")
         settings = _settings(first)
         for name, row in shards[1:]:
-            differ = sorted(k for k in set(settings) | set(_settings(row)) if settings.get(k) != _settings(row).get(k))
+            other = _settings(row)
+            differ = sorted(k for k in set(settings) | set(other) if settings.get(k) != other.get(k))
             if differ:
                 raise InputError(f"{program}: {name} differs from {first_name} in {differ}; merge the shards of one "
                                  "run (the same command but for --shard)")

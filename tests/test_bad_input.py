@@ -42,6 +42,8 @@ CASES = {
     "unknown program": ({}, ["evaluate", "--program", "XY", "--n", "1"], 2, "unknown program"),
     "--n not positive": ({}, ["evaluate", "--n", "0"], 2, "--n must be a positive number"),
     "--shard not K/N": ({}, ["evaluate", "--shard", "3/2", "--n", "4"], 2, "--shard 3/2: give K/N with 1 <= K <= N"),
+    "--shard not numbers": ({}, ["evaluate", "--shard", "a/2", "--n", "4"], 2,
+                            "--shard a/2: give K/N with 1 <= K <= N"),
     "more shards than sentences": ({}, ["evaluate", "--shard", "1/5", "--n", "4"], 2,
                                    "5 shards of --n 4 examples would leave some empty"),
     "merge: a shard missing": ({"a.json": json.dumps({"PE": {"examples": [], "shard": {
