@@ -177,7 +177,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
             with dspy.context(lm=lm, adapter=adapter):
                 batch = clean or examples  # injected reviews do not get to move the calibration
                 program.calibrate([e.text for e in batch], batch_name=f"{'sst2' if clean else data}:validation"
-                                                                      f"[:{len(batch)}]")
+                                                                      f"[:{len(batch)}]", cache=cache)
         part = examples[start:stop]
         ran = predict(program, part, lm, progress=progress.enabled(), threads=concurrency)
         records = example_records(part, ran)

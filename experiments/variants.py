@@ -54,18 +54,19 @@ def build_program(variant: Variant, lm: Any, dev: Sequence[Example], cache: Prob
         if variant.demos:
             program.predict.demos = build_demos(variant.program, variant.demos, lm=lm, source=variant.demo_source,
                                                 seed=seed, cache=cache, format=variant.format)
-        calibrate(program, dev)
+        calibrate(program, dev, cache)
     return program
 
 
-def calibrate(program: SentimentProgram, dev: Sequence[Example]) -> None:
-    """Calibrate a program whose decision rule needs it (on the dev slice for ``batch``); call it
-    again whenever the program's demos change (an optimiser), since the bias depends on them."""
+def calibrate(program: SentimentProgram, dev: Sequence[Example], cache: ProbeCache) -> None:
+    """Calibrate a program whose decision rule needs it (on the dev slice for ``batch``; E-P's decoded answers
+    kept in ``cache``); call it again whenever the program's demos change (an optimiser), since the bias
+    depends on them."""
     if program.decision not in ("contextual", "batch"):
         return
     if program.decision == "batch" and not dev:
         raise InputError("decision 'batch' needs a calibration batch: set data.dev_n > 0")
-    program.calibrate([e.text for e in dev], batch_name=f"dev[:{len(dev)}]")
+    program.calibrate([e.text for e in dev], batch_name=f"dev[:{len(dev)}]", cache=cache)
 
 
 def rendered_prompt(program: SentimentProgram, adapter: str, lm: Any) -> str:

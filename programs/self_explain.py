@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
@@ -19,6 +19,9 @@ from programs.readout import label_log_probs
 from programs.signatures import SIGNATURES, signature, with_restatement
 from programs.slot_decoder import DecodeOptions
 from programs.types import ContextOverflow, first_line, tokenize, topk_size
+
+if TYPE_CHECKING:
+    from programs.probe_cache import ProbeCache
 
 PROGRAM_NAMES = tuple(SIGNATURES)
 ValueMode = Literal["sample", "expected"]
@@ -70,10 +73,13 @@ class SentimentProgram(dspy.Module):
             raise ValueError(f"decision rule {self.decision!r} needs calibration: call program.calibrate(...) first")
         return float(self.calibration["bias"])
 
-    def calibrate(self, texts: Sequence[str] | None = None, *, batch_name: str = "") -> dict[str, Any]:
+    def calibrate(self, texts: Sequence[str] | None = None, *, batch_name: str = "",
+                  cache: ProbeCache | None = None) -> dict[str, Any]:
         """Set the label bias for the ``contextual`` rule (content-free inputs) or ``batch`` (the given texts).
 
-        The bias is minus the mean label log-odds of those inputs under this very program.
+        The bias is minus the mean label log-odds of those inputs under this very program. Where that needs the
+        program decoded in full (E-P), the decoded answers persist in ``cache``: each shard of a sharded run
+        calibrates on the whole batch, and only the first decodes it.
         """
         if self.decision not in ("contextual", "batch"):
             raise ValueError(f"decision rule {self.decision!r} takes no calibration")
@@ -82,7 +88,7 @@ class SentimentProgram(dspy.Module):
             raise ValueError("batch calibration needs the texts of the calibration batch")
         decision, self.decision = self.decision, "generated"
         try:
-            odds = self._label_odds(inputs)
+            odds = self._label_odds(inputs, cache)
         finally:
             self.decision = decision
         known = [o for o in odds if o is not None]
@@ -94,10 +100,11 @@ class SentimentProgram(dspy.Module):
                                                     self.decision == "contextual" else f"sha256:{digest}")}
         return self.calibration
 
-    def _label_odds(self, reviews: Sequence[str]) -> list[float | None]:
+    def _label_odds(self, reviews: Sequence[str], cache: ProbeCache | None = None) -> list[float | None]:
         """Label log-odds of each input. When the label is the first thing decoded (P, P-E) on an embedded
         model, a reading at the label slot gives exactly what the decoder would read (all inputs in one batch);
-        otherwise (E-P: the label follows the explanation) the program runs in full."""
+        otherwise (E-P: the label follows the explanation) the program runs in full, through its
+        ``same-program`` probe (its answers cached under the program's fingerprint)."""
         lm, adapter = dspy.settings.lm, dspy.settings.adapter
         first = next(iter(self.predict.signature.output_fields))
         if is_embedded(lm) and first == "label" and isinstance(adapter, LeanAdapter):
@@ -105,7 +112,11 @@ class SentimentProgram(dspy.Module):
                                                                self._inputs(review)))
                         + lm.engine.tokenize_text('{"label": "') for review in reviews]
             return [float(r[1] - r[0]) for r in lm.engine.read_slots(contexts, ["negative", "positive"])]
-        return [label_log_odds(self(review=review)) for review in reviews]
+        from programs.probe import ProgramProbe  # the probe module builds on this one
+
+        answers = ProgramProbe(self, lm, mode="same-program", cache=cache, adapter=adapter).answers(reviews)
+        return [a.info["label_logprobs"]["positive"] - a.info["label_logprobs"]["negative"]
+                if a.info.get("label_logprobs") else None for a in answers]
 
     def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().dump_state(*args, **kwargs)

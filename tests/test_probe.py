@@ -70,6 +70,25 @@ def test_e_p_reads_its_label_after_a_neutral_explanation_or_decodes_it(smol_lm):
     assert approximate.answers(REVIEWS[:1])[0].ok
 
 
+def test_e_p_calibration_decodes_its_batch_once_through_the_cache(smol_lm, tmp_path):
+    """E-P's batch rule is calibrated on its label log-odds after its own decoded explanation: the program's own
+    readings (1e-4), kept in the cache, so the same program calibrated again (the next shard of a sharded run)
+    decodes nothing and gets the same calibration."""
+    cache = ProbeCache(tmp_path / "probe.sqlite")
+    programs = [_with_demos("EP", smol_lm, decision="generated") for _ in range(2)]
+    with dspy.context(lm=smol_lm, adapter=LeanAdapter()):
+        own = [label_log_odds(programs[0](review=r)) for r in REVIEWS]
+        calls = []
+        for program in programs:
+            forward = program.forward
+            program.forward = lambda _forward=forward, **kwargs: calls.append(1) or _forward(**kwargs)
+            program.decision = "batch"
+        first = programs[0].calibrate(REVIEWS, cache=cache)
+        assert len(calls) == len(REVIEWS)
+        assert first["bias"] == pytest.approx(-sum(own) / len(own), abs=1e-4)
+        assert programs[1].calibrate(REVIEWS, cache=cache) == first and len(calls) == len(REVIEWS)
+
+
 def test_a_program_with_demos_and_the_zero_shot_program_are_different_decision_functions(smol_lm, tmp_path):
     cache = ProbeCache(tmp_path / "probe.sqlite")
     program = _with_demos("PE", smol_lm)

@@ -205,7 +205,7 @@ def _trials(session: _Session) -> None:
             with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
                 program = compile_with(variant.optimizer, program, session.train, metric, lm,
                                        config.search.optimizer_budget, config.seed)
-                calibrate(program, dev)  # the optimiser changed the demos the bias was read with
+                calibrate(program, dev, cache)  # the optimiser changed the demos the bias was read with
         scores = dev_objectives(program, variant, lm, dev, config, cache)
         run_id = log_evaluated_variant(session.parent.run_id, session.experiment, variant, program, lm, config,
                                        Evaluation(scores, [], []), dev_logged, {"trial": trial.number})
