@@ -107,10 +107,9 @@ def calibrated(answer: Answer, bias: float) -> Answer:
     """An answer whose label reading is shifted by the program's calibration bias: the decided label and the
     P(positive) of its decision rule (the raw readings stay in ``info``). A slot reading's confidence is the
     probability of the decided label; a decoded answer keeps the confidence it stated."""
-    raw = answer.info.get("label_logprobs")
-    if not answer.ok or raw is None:
+    if not answer.ok or answer.label_log_odds is None:
         return answer
-    odds = raw["positive"] - raw["negative"] + bias
+    odds = answer.label_log_odds + bias
     p = 1.0 / (1.0 + math.exp(-odds))
     label = "positive" if odds > 0 else "negative"
     confidence = answer.confidence if answer.confidence is not None else max(p, 1.0 - p)

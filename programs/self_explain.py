@@ -115,8 +115,7 @@ class SentimentProgram(dspy.Module):
         from programs.probe import ProgramProbe  # the probe module builds on this one
 
         answers = ProgramProbe(self, lm, mode="same-program", cache=cache, adapter=adapter).answers(reviews)
-        return [a.info["label_logprobs"]["positive"] - a.info["label_logprobs"]["negative"]
-                if a.info.get("label_logprobs") else None for a in answers]
+        return [a.label_log_odds for a in answers]
 
     def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().dump_state(*args, **kwargs)

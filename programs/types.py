@@ -118,6 +118,13 @@ class Answer:
     def label_int(self) -> int | None:
         return None if self.label is None else LABELS.index(self.label)
 
+    @property
+    def label_log_odds(self) -> float | None:
+        """log P(positive) - log P(negative) as the model read them at the label slot (no calibration
+        bias), or None where the answer carries no label log-probabilities."""
+        raw = self.info.get("label_logprobs")
+        return None if raw is None else raw["positive"] - raw["negative"]
+
     @classmethod
     def failed(cls, reason: str, raw: str | None = None, **info: Any) -> Answer:
         return cls(label=None, failure=reason, raw=raw, info=info)
