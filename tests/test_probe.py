@@ -37,10 +37,6 @@ def _with_demos(name, lm, decision="batch"):
     return program
 
 
-def _odds(answer):
-    return answer.info["label_logprobs"]["positive"] - answer.info["label_logprobs"]["negative"]
-
-
 @pytest.mark.parametrize("name", ["P", "PE", "PE-topk"])
 def test_a_probe_reproduces_its_programs_own_label_reading(smol_lm, name):
     """Demos, adapter and calibration included: the probe's reading is the program's own (1e-4), and its
@@ -52,7 +48,7 @@ def test_a_probe_reproduces_its_programs_own_label_reading(smol_lm, name):
     answers = probe.answers(REVIEWS)
     assert probe.reading == "slot" and probe.approximation is None
     for prediction, answer in zip(predictions, answers, strict=True):
-        assert _odds(answer) == pytest.approx(label_log_odds(prediction), abs=1e-4)
+        assert answer.label_log_odds == pytest.approx(label_log_odds(prediction), abs=1e-4)
         assert answer.label == prediction.label  # the calibrated decision, as the program decided
         assert answer.info["bias"] == pytest.approx(program.calibration["bias"])
 
@@ -66,7 +62,7 @@ def test_e_p_reads_its_label_after_a_neutral_explanation_or_decodes_it(smol_lm):
     assert exact.approximation is None and exact.describe()["probe_exact"]
     with dspy.context(lm=smol_lm, adapter=LeanAdapter()):
         own = label_log_odds(program(review=REVIEWS[0]))
-    assert _odds(exact.answers(REVIEWS[:1])[0]) == pytest.approx(own, abs=1e-4)
+    assert exact.answers(REVIEWS[:1])[0].label_log_odds == pytest.approx(own, abs=1e-4)
     assert approximate.answers(REVIEWS[:1])[0].ok
 
 
@@ -96,7 +92,7 @@ def test_a_program_with_demos_and_the_zero_shot_program_are_different_decision_f
     zero_shot = ProgramProbe(program, smol_lm, mode="zero-shot", cache=cache)
     assert own.fingerprint != zero_shot.fingerprint
     a, b = own.answers(REVIEWS), zero_shot.answers(REVIEWS)
-    assert max(abs(_odds(x) - _odds(y)) for x, y in zip(a, b, strict=True)) > 0.1
+    assert max(abs(x.label_log_odds - y.label_log_odds) for x, y in zip(a, b, strict=True)) > 0.1
     assert zero_shot.stats.model_calls == len(REVIEWS)  # nothing of the other's cache served it
     again = ProgramProbe(program, smol_lm, cache=cache)
     assert again.answers(REVIEWS) == a and again.stats.model_calls == 0
@@ -114,7 +110,8 @@ def test_slot_readings_are_shared_across_calibrations_and_decided_with_each_bias
     second = probe.answers(REVIEWS)
     assert probe.stats.model_calls == 0 and probe.fingerprint != ProgramProbe(program, smol_lm).fingerprint
     for a, b in zip(first, second, strict=True):
-        assert _odds(a) == _odds(b) and b.info["bias"] == pytest.approx(a.info["bias"] + 3.0)
+        assert a.label_log_odds is not None and a.label_log_odds == b.label_log_odds
+        assert b.info["bias"] == pytest.approx(a.info["bias"] + 3.0)
         assert b.p_positive["logprob"] > a.p_positive["logprob"]
     ProgramProbe(program, smol_lm, mode="same-program", cache=cache).answers(REVIEWS[:1])
     decoded = ProgramProbe(recalibrated, smol_lm, mode="same-program", cache=cache)
@@ -130,7 +127,7 @@ def test_batched_readings_equal_one_text_at_a_time(smol_lm, engine):
         batched = ProgramProbe(program, lm).answers(texts)
         alone = [ProgramProbe(program, lm).answers([t])[0] for t in texts]
         for x, y in zip(batched, alone, strict=True):
-            assert _odds(x) == pytest.approx(_odds(y), abs=1e-4)
+            assert x.label_log_odds == pytest.approx(y.label_log_odds, abs=1e-4)
 
 
 def _decoded_up_to_label(review: str, program, neutral: str) -> str:
