@@ -75,7 +75,8 @@ def probe_paths(lm: Any, texts: list[str]) -> dict[str, Any]:
     llm = engine._loaded().llm
     started = time.perf_counter()
     contexts = [engine.prompt_tokens(probe.adapter.format(program.predict.signature, program.predict.demos,
-                                                          {"review": text})) + engine.tokenize_text(probe.answer_prefix(text))
+                                                          {"review": text}))
+                + engine.tokenize_text(probe.answer_prefix(text))
                 for text in texts]
     formatting = (time.perf_counter() - started) / len(texts)
     fixed = len(engine.prompt_tokens(probe.adapter.format(program.predict.signature, program.predict.demos,
@@ -111,7 +112,8 @@ def probe_paths(lm: Any, texts: list[str]) -> dict[str, Any]:
         # where a batched text's time goes: formatting and tokenising its prompt, and the model's passes
         "profile_seconds_per_text": {"format_and_tokenise": formatting,
                                      "evaluate_in_llama_cpp": batched_tokens / raw_at_pass / n,
-                                     "python_around_passes": max(0.0, batched_s / n - batched_tokens / raw_at_pass / n)},
+                                     "python_around_passes": max(0.0, batched_s / n
+                                                                 - batched_tokens / raw_at_pass / n)},
     }
 
 

@@ -215,9 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "study: variants with CIs, token heat-maps, trade-off, calibration, agreement, prompts",
                       "  selfx report --experiment selfx-quick-optimize --out quick.html\n  selfx report 0123abcd...",
                       _cmd_report)
-    report.add_argument("run_id", nargs="?", default=None, metavar="RUN_ID", help="a run (a parent run shows its variants)")
+    report.add_argument("run_id", nargs="?", default=None, metavar="RUN_ID",
+                        help="a run (a parent run shows its variants)")
     report.add_argument("--experiment", default=None, metavar="NAME", help="report the experiment's newest run")
-    report.add_argument("--out", default=None, metavar="FILE", help="where the HTML goes (default results/report-*.html)")
+    report.add_argument("--out", default=None, metavar="FILE",
+                        help="where the HTML goes (default results/report-*.html)")
     report.add_argument("--tracking-uri", default=None, metavar="URI")
     report.add_argument("--no-log", action="store_true", help="do not log the page to the run")
 
@@ -417,7 +419,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         run_id = log_run("selfx-bench", f"bench {result['model']} {args.scale}",
                          params={"model": result["model"], "scale": args.scale},
-                         metrics={k: v for k, v in result.items() if isinstance(v, (int, float))}, uri=args.tracking_uri)
+                         metrics={k: v for k, v in result.items() if isinstance(v, (int, float))},
+                         uri=args.tracking_uri)
         print(f"logged to MLflow run {run_id}", file=sys.stderr)
     return 0
 
@@ -463,8 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # everything else failed the job: one clear line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"selfx {args.command}: failed: {type(exc).__name__}: {first_line(exc, None)} (run with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"selfx {args.command}: failed: {type(exc).__name__}: {first_line(exc, None)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -33,7 +33,8 @@ def _num(value: Any, digits: int = 3) -> str:
 def _ci(row: Mapping[str, Any], key: str, digits: int = 3) -> str:
     if row.get(key) is None:
         return "n/a"
-    return f"{_num(row[key], digits)} [{_num(row.get(key + '_ci_low'), digits)}, {_num(row.get(key + '_ci_high'), digits)}]"
+    low, high = _num(row.get(key + "_ci_low"), digits), _num(row.get(key + "_ci_high"), digits)
+    return f"{_num(row[key], digits)} [{low}, {high}]"
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -80,7 +81,8 @@ def self_explanations(folder: Path) -> str:
         rows.append([r["model"], _data(r), _program(program, r), r["format"], str(r["n"]), _num(r["accuracy"]),
                      _ci(r, "comprehensiveness_bins"), _ci(r, "random_comprehensiveness_bins"),
                      _ci(r, "occlusion_comprehensiveness_bins"), _ci(r, "lime_comprehensiveness_bins"),
-                     _ci(r, "comprehensiveness_bins_vs_random") + f", p {_num(r.get('comprehensiveness_bins_vs_random_p_value'))}",
+                     _ci(r, "comprehensiveness_bins_vs_random")
+                     + f", p {_num(r.get('comprehensiveness_bins_vs_random_p_value'))}",
                      _ci(r, "comprehensiveness_bins_vs_occlusion"), _num(share, 2),
                      _ci(r, "spearman_vs_occlusion"), _num(r["seconds_per_example_median"], 2),
                      r.get("probe_reading", "n/a"), f"`{stem}.json`"])
@@ -98,7 +100,8 @@ def decision_rules(folder: Path) -> str:
             continue
         batch = rules["batch"]
         rows.append([r["model"], _program(program, r), r["format"], str(r["demos"]), str(r["n"]),
-                     f"{_num(batch['accuracy'])} [{_num(batch['accuracy_ci'][0], 2)}, {_num(batch['accuracy_ci'][1], 2)}]",
+                     f"{_num(batch['accuracy'])} "
+                     f"[{_num(batch['accuracy_ci'][0], 2)}, {_num(batch['accuracy_ci'][1], 2)}]",
                      _num(batch["auc"]), _num(rules["contextual"].get("accuracy")),
                      _num(rules["logprob"].get("accuracy")), _num(r["seconds_per_example_median"], 2),
                      f"`{stem}.json`"])
@@ -141,8 +144,9 @@ def paired_programs(folder: Path) -> str:
 
 def answer_formats(folder: Path) -> str:
     """The E-P answer-format ablation (``ep_answer_formats.py``): one row per answer style and value grid."""
-    styles = {"P": "prediction only", "json": "JSON", "text": "plain text, `Label:`", "textS": "plain text, `Sentiment:`",
-              "jsonR": "JSON, review restated before `label`", "textR": "plain text, review restated before `Sentiment:`"}
+    styles = {"P": "prediction only", "json": "JSON", "text": "plain text, `Label:`",
+              "textS": "plain text, `Sentiment:`", "jsonR": "JSON, review restated before `label`",
+              "textR": "plain text, review restated before `Sentiment:`"}
     grids = {"none": "-", "21": "21 numbers (-1.0 .. 1.0)", "5": "5 numbers", "polarity": "polarity words"}
     rows = []
     for path in sorted(folder.glob("ep_answer_formats_*.jsonl")):
@@ -166,8 +170,8 @@ def throughput(folder: Path) -> str:
     rows = []
     for path in sorted(folder.glob("bench_*.json")):
         r = json.loads(path.read_text(encoding="utf-8"))
-        api = (f"{_num(r['api_texts_per_second_concurrency_1'], 1)} / {_num(r['api_texts_per_second_concurrency_4'], 1)}"
-               f" ({r['api_server']})" if "api_speedup" in r else "-")
+        api = (f"{_num(r['api_texts_per_second_concurrency_1'], 1)} / "
+               f"{_num(r['api_texts_per_second_concurrency_4'], 1)} ({r['api_server']})" if "api_speedup" in r else "-")
         rows.append([r["model"], str(r["probe_texts"]), _num(r["probe_texts_per_second_serial"], 1),
                      _num(r["probe_texts_per_second_batched"], 1), f"{r['probe_speedup']:.2f}x",
                      _num(r["tokens_per_text_serial"], 1), _num(r["tokens_per_text_batched"], 1),
@@ -207,7 +211,8 @@ def scale_out(folder: Path) -> str:
 
 def _optimisations(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     """(file name, result) of every ``selfx optimize --json`` file (``*_optimize.json``)."""
-    return [(path.name, json.loads(path.read_text(encoding="utf-8"))) for path in sorted(folder.glob("*_optimize.json"))]
+    return [(path.name, json.loads(path.read_text(encoding="utf-8")))
+            for path in sorted(folder.glob("*_optimize.json"))]
 
 
 def _variant(v: Mapping[str, Any]) -> list[str]:
@@ -269,11 +274,13 @@ def optimisation_held_out(folder: Path) -> str:
                 mcnemar = f" ({_num(d['mcnemar_p_value'])})" if "mcnemar_p_value" in d else ""
                 return (f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], "
                         f"p {_num(d['p_value'])}{mcnemar}")
-            rows.append([f"`{name}`", label, f"`{row['variant']}`", _ci(row, "accuracy"), _ci(row, "comprehensiveness_bins"),
+            rows.append([f"`{name}`", label, f"`{row['variant']}`", _ci(row, "accuracy"),
+                         _ci(row, "comprehensiveness_bins"),
                          f"{_ci(row, 'comprehensiveness_bins_vs_random')}, p "
                          f"{_num(row.get('comprehensiveness_bins_vs_random_p_value'))}", versus("vs_paper_accuracy"),
                          versus("vs_paper_comprehensiveness"),
-                         _num(r["wall_seconds"] / 60 if r.get("wall_seconds") else None, 0) if label == "paper" else ""])
+                         _num(r["wall_seconds"] / 60 if r.get("wall_seconds") else None, 0)
+                         if label == "paper" else ""])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 

@@ -127,7 +127,7 @@ def measure(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence
     base = [to_reply(a, probe.p_source) for a in originals]
     jobs = []  # (kind, sentence, key, protocol, order, explanation, rng)
     for kind, items in explanations.items():
-        for i, (sentence, explanation, reply) in enumerate(zip(tokens, items, base)):
+        for i, (sentence, explanation, reply) in enumerate(zip(tokens, items, base, strict=True)):
             if explanation is None or reply is None or not sentence:
                 continue
             n, rng = len(sentence), np.random.default_rng(seed + first + i)
@@ -141,7 +141,7 @@ def measure(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence
                 jobs.append((kind, i, "_topk", "single-step", list(explanation.ranking), explanation, rng))
     texts = {(i, p): perturb(tokens[i], *p) for _, i, _, proto, order, _, _ in jobs
              for p in plan(len(tokens[i]), order, proto)}
-    answers = dict(zip(dict.fromkeys(texts.values()), probe.answers(list(dict.fromkeys(texts.values())))))
+    answers = dict(zip(dict.fromkeys(texts.values()), probe.answers(list(dict.fromkeys(texts.values()))), strict=True))
     rows: dict[str, list[dict[str, float | None]]] = {kind: [{} for _ in tokens] for kind in explanations}
     for kind, i, suffix, proto, order, explanation, rng in jobs:
         n = len(tokens[i])
@@ -183,7 +183,7 @@ def agreement_rows(tokens: Sequence[Sequence[str]], explanations: Mapping[str, S
     table: dict[str, list[dict[str, float | None]]] = {}
     for a, b in pairs:
         rows: list[dict[str, float | None]] = []
-        for s, (sentence, original) in enumerate(zip(tokens, originals)):
+        for s, (sentence, original) in enumerate(zip(tokens, originals, strict=True)):
             first, second = explanations[a][s], explanations[b][s]
             if first is None or second is None:
                 rows.append({})

@@ -75,7 +75,8 @@ def tradeoff_plot(points: Sequence[dict[str, Any]], trials: Sequence[tuple[float
         if p.get("accuracy") is None or p.get("comprehensiveness") is None:
             continue
         colour, marker, legend = styles[p.get("role", "other")]
-        xerr = [[p["accuracy"] - p.get("accuracy_low", p["accuracy"])], [p.get("accuracy_high", p["accuracy"]) - p["accuracy"]]]
+        xerr = [[p["accuracy"] - p.get("accuracy_low", p["accuracy"])],
+                [p.get("accuracy_high", p["accuracy"]) - p["accuracy"]]]
         yerr = [[p["comprehensiveness"] - p.get("comprehensiveness_low", p["comprehensiveness"])],
                 [p.get("comprehensiveness_high", p["comprehensiveness"]) - p["comprehensiveness"]]]
         ax.errorbar(p["accuracy"], p["comprehensiveness"], xerr=xerr, yerr=yerr, fmt=marker, color=colour,

@@ -60,7 +60,7 @@ def predict(program: SentimentProgram, examples: Sequence[Example], lm: Any, *,
                    failed_prediction("error: the program raised (see the dspy.Evaluate log)", None)
                    for _, prediction, _ in result.results]
     return Predictions(predictions=predictions, answers=[to_answer(p) for p in predictions],
-                       attributions=[to_attribution(p, e.text) for p, e in zip(predictions, examples)],
+                       attributions=[to_attribution(p, e.text) for p, e in zip(predictions, examples, strict=True)],
                        odds=[label_log_odds(p) for p in predictions],
                        durations=[durations.get(e.text, 0.0) for e in examples], seconds=seconds,
                        lm_calls=len(lm.history) - history_start, tokens=history_tokens(lm.history[history_start:]))

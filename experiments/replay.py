@@ -55,12 +55,13 @@ def recorded_explanation(kind: str, row: dict[str, Any], n: int, mode: MetricMod
     if kind == "occlusion":
         return Explanation(tuple(row.get("values_noise_free") or row["values_recorded"]))
     available = row.get("lime_weight_available") or [True] * n
-    return Explanation(tuple(float(v) if ok else None for v, ok in zip(row["values_recorded"], available)))
+    return Explanation(tuple(float(v) if ok else None for v, ok in zip(row["values_recorded"], available, strict=True)))
 
 
 def _recorded(model: str, order: str, kinds: Sequence[str], mode: MetricMode,
               tokens: Sequence[Sequence[str]]) -> dict[str, list[Explanation]]:
-    out = {kind: [recorded_explanation(kind, row, len(t), mode) for row, t in zip(_rows(model, kind, order), tokens)]
+    out = {kind: [recorded_explanation(kind, row, len(t), mode)
+                  for row, t in zip(_rows(model, kind, order), tokens, strict=True)]
            for kind in kinds if kind != "random"}
     if "random" in kinds:
         random = RandomExplainer(seed=0)
@@ -99,8 +100,8 @@ def replay_study(model: str, mode_name: str, *, seed: int = 0) -> dict[str, Any]
         measured = _measure_order(model, order, kinds, mode, seed, agreement=order in _ORDER_TAGS)
         faithfulness.update({f"{order} {kind}": row for kind, row in measured.summary.items()})
         agreements.update({f"{order} {pair}": row for pair, row in measured.agreement.items()})
-    return {"model": model, "mode": mode.name, "n_sentences": len(load_examples("huang2023")), "faithfulness": faithfulness,
-            "agreement": agreements}
+    return {"model": model, "mode": mode.name, "n_sentences": len(load_examples("huang2023")),
+            "faithfulness": faithfulness, "agreement": agreements}
 
 
 SWITCHES = (  # (MetricMode field, digest defect numbers)

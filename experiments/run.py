@@ -44,7 +44,8 @@ def log_evaluated_variant(parent_run_id: str, experiment: str, variant: Any, pro
         metrics={**evaluation.metrics, **(extra_metrics or {})},
         tags={"selfx.program": variant.program, tracking.VARIANT_TAG: variant.name},
         prompt=rendered_prompt(program, variant.adapter, lm), program=program, rows=evaluation.rows,
-        context=dspy.context(lm=lm, adapter=adapter_for(variant.adapter)), description=describe_variant(variant, program, lm),
+        context=dspy.context(lm=lm, adapter=adapter_for(variant.adapter)),
+        description=describe_variant(variant, program, lm),
         datasets=splits_logged, prompt_template=prompt_template(program, variant.adapter),
         prompt_name=f"{experiment}-{variant.program}", explanations=evaluation.explanations or None)
 

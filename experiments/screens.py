@@ -109,8 +109,8 @@ def optimize(result: Mapping[str, Any]) -> None:
 
 def study(report: Mapping[str, Any]) -> None:
     """The study's headline: each order's self-explanation beside random, occlusion and LIME."""
-    print(f"\n{report['model']}, {report['n_sentences']} sentences, {report['mode']} mode, probe {report['probe_mode']}: "
-          f"{report['wall_seconds']:.0f} s")
+    print(f"\n{report['model']}, {report['n_sentences']} sentences, {report['mode']} mode, "
+          f"probe {report['probe_mode']}: {report['wall_seconds']:.0f} s")
     probe_failures = sum(stats.get("failures", 0) for stats in report["probe_stats"].values())
     print(f"  failed answers (counted, excluded): programs {sum(report['program_failures'].values())}, "
           f"probes {probe_failures} of {sum(s.get('model_calls', 0) for s in report['probe_stats'].values())} calls")

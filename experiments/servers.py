@@ -68,9 +68,10 @@ def llama_server(model: str = "smollm2-135m", *, n_ctx: int = 4096, timeout: flo
     # a served model is the one process doing the model's work: all cores (llama-cpp-python's default is half)
     threads = threads or os.cpu_count() or 2
     if server_kind() == "llama-server":
-        argv = [os.environ["SELFX_LLAMA_SERVER"], "--model", path, "--alias", model, "--host", "127.0.0.1", "--port", str(port),
-                "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel), "--threads", str(threads),
-                "--threads-batch", str(threads), "--no-repack", "--no-webui"]
+        argv = [os.environ["SELFX_LLAMA_SERVER"], "--model", path, "--alias", model,
+                "--host", "127.0.0.1", "--port", str(port), "--ctx-size", str(n_ctx * parallel),
+                "--parallel", str(parallel), "--threads", str(threads), "--threads-batch", str(threads),
+                "--no-repack", "--no-webui"]
     else:
         argv = [sys.executable, "-c", "from programs.llama_engine import plain_weight_buffers; "
                 "plain_weight_buffers(); import runpy; runpy.run_module('llama_cpp.server', run_name='__main__')",

@@ -76,5 +76,5 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
     probes["P"] = {**probe.stats.as_dict(), **probe.describe()}
     return {**describe_lm(lm), "mode": mode.name, "data": data, "n_sentences": len(examples), "probe_mode": probe_mode,
             "p_source": probe.p_source, "value_mode": value_mode, "format": format, "faithfulness": faithfulness,
-            "agreement": agreements, "probe_stats": probes, "program_failures": failed, "wall_seconds": time.perf_counter() - start,
-            "cache_entries": len(cache)}
+            "agreement": agreements, "probe_stats": probes, "program_failures": failed,
+            "wall_seconds": time.perf_counter() - start, "cache_entries": len(cache)}

@@ -73,7 +73,8 @@ def open_store(uri: str | None = None) -> Any:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TrackingStoreError(f"tracking store {resolved}: cannot create {folder} ({exc.strerror}); {fix}") from exc
+            raise TrackingStoreError(f"tracking store {resolved}: cannot create {folder} ({exc.strerror}); "
+                                     f"{fix}") from exc
         if not os.access(folder, os.W_OK):
             raise TrackingStoreError(f"tracking store {resolved}: {folder} is not writable; {fix}")
     mlflow.set_tracking_uri(resolved)

@@ -105,9 +105,9 @@ def evaluate_variant(program: SentimentProgram, variant: Variant, lm: Any, test:
                   progress=progress.enabled())
     answers, attributions = ran.answers, ran.attributions
     gold = [e.label for e in test]
-    ok = [(a, y) for a, y in zip(answers, gold) if a.ok]
+    ok = [(a, y) for a, y in zip(answers, gold, strict=True) if a.ok]
     metrics: dict[str, Any] = {
-        **mean_ci([None if not a.ok else float(a.label_int == y) for a, y in zip(answers, gold)],
+        **mean_ci([None if not a.ok else float(a.label_int == y) for a, y in zip(answers, gold, strict=True)],
                   seed=config.seed).as_dict("accuracy"),
         "parse_failure_rate": sum(not a.ok for a in answers) / len(answers),
         "ece_stated": expected_calibration_error([a.confidence for a, _ in ok], [a.label_int == y for a, y in ok])

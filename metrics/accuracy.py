@@ -15,7 +15,7 @@ def accuracy(predicted: Sequence[int | None], gold: Sequence[int]) -> tuple[floa
     """
     if len(predicted) != len(gold):
         raise ValueError(f"{len(predicted)} predictions for {len(gold)} gold labels")
-    scored = [(p, g) for p, g in zip(predicted, gold) if p is not None]
+    scored = [(p, g) for p, g in zip(predicted, gold, strict=True) if p is not None]
     if not scored:
         return None, 0
     return sum(p == g for p, g in scored) / len(scored), len(scored)
@@ -31,8 +31,8 @@ def auc(scores: Sequence[float], gold: Sequence[int]) -> float | None:
     """
     from scipy.stats import mannwhitneyu
 
-    positives = [s for s, g in zip(scores, gold) if g == 1]
-    negatives = [s for s, g in zip(scores, gold) if g == 0]
+    positives = [s for s, g in zip(scores, gold, strict=True) if g == 1]
+    negatives = [s for s, g in zip(scores, gold, strict=True) if g == 0]
     if not positives or not negatives:
         return None
     u = mannwhitneyu(positives, negatives, alternative="two-sided").statistic

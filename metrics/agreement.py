@@ -61,7 +61,7 @@ def agreement(rank_a: Sequence[int], rank_b: Sequence[int], values_a: Sequence[f
     out["rank_agreement"] = sum(1 for r, i in enumerate(top_a) if pos_b.get(i) == r) / k
     out["sign_agreement"] = sum(1 for i in top_a if i in set_b and same_sign(i)) / k
     out["signed_rank_agreement"] = sum(1 for r, i in enumerate(top_a) if pos_b.get(i) == r and same_sign(i)) / k
-    both = [(x, y) for x, y in zip(values_a, values_b) if x is not None and y is not None]
+    both = [(x, y) for x, y in zip(values_a, values_b, strict=True) if x is not None and y is not None]
     a, b = np.asarray([x for x, _ in both], float), np.asarray([y for _, y in both], float)
     constant = len(both) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0
     out["rank_correlation"] = None if constant else float(stats.spearmanr(a, b).statistic)

@@ -15,7 +15,8 @@ from metrics.stats import mean_ci
 ECE_BINS = 10
 
 
-def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], *, n_bins: int = ECE_BINS) -> float:
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], *,
+                               n_bins: int = ECE_BINS) -> float:
     """ECE with ``n_bins`` equal-width bins on [0, 1] (a confidence of exactly 1 falls in the last bin).
 
     >>> round(expected_calibration_error([0.9, 0.9, 0.6, 0.6], [True, False, True, True]), 3)
@@ -78,14 +79,16 @@ def decision_rules(odds: Sequence[float | None], generated: Sequence[str | None]
             labels = [None if o is None else int(o + bias > 0) for o in odds]
         acc, scored = accuracy(labels, gold)
         confidences, correct = [], []
-        for o, label, y in zip(odds, labels, gold):
+        for o, label, y in zip(odds, labels, gold, strict=True):
             if o is not None and label is not None and rule != "generated":
                 p_pos = 1 / (1 + math.exp(-(o + bias)))
                 confidences.append(p_pos if label == 1 else 1 - p_pos)
                 correct.append(label == y)
         out[rule] = {
-            "accuracy": acc, "accuracy_ci": _ci([None if p is None else float(p == y) for p, y in zip(labels, gold)]),
-            "auc": auc([o for o in odds if o is not None], [y for o, y in zip(odds, gold) if o is not None]),
+            "accuracy": acc,
+            "accuracy_ci": _ci([None if p is None else float(p == y) for p, y in zip(labels, gold, strict=True)]),
+            "auc": auc([o for o in odds if o is not None],
+                       [y for o, y in zip(odds, gold, strict=True) if o is not None]),
             "positive_share": (sum(label == 1 for label in labels if label is not None) / scored) if scored else None,
             "ece": expected_calibration_error(confidences, correct) if confidences else None,
             "bias": bias, "n_scored": scored,

@@ -52,8 +52,9 @@ def rank_positions(values: Sequence[float | None], *, predicted: int | None, mod
         sign = -1.0 if predicted == 0 else 1.0
         keyed = [(-(sign * v) if v is not None else math.inf, i) for i, v in enumerate(values)]
         return [i for _, i in sorted(keyed)]
-    noise = (rng or np.random.default_rng(0)).uniform(0, mode.noise, len(values)) if mode.noise else np.zeros(len(values))
-    scored = [(v if v is not None else 0.0) + float(e) for v, e in zip(values, noise)]
+    noise = ((rng or np.random.default_rng(0)).uniform(0, mode.noise, len(values)) if mode.noise
+             else np.zeros(len(values)))
+    scored = [(v if v is not None else 0.0) + float(e) for v, e in zip(values, noise, strict=True)]
     return sorted(range(len(values)), key=lambda i: -scored[i])
 
 
@@ -334,7 +335,7 @@ def deletion_rank_correlation(original: Reply, single: Sequence[Reply], values: 
         if any(p is None for p in probs):
             return None, 0.0
         sign = -1.0 if predicted == 0 else 1.0
-        pairs = [(p0 - p, sign * v) for p, v in zip(probs, values) if v is not None]
+        pairs = [(p0 - p, sign * v) for p, v in zip(probs, values, strict=True) if v is not None]
         deltas = [d for d, _ in pairs]
         attributions = [a for _, a in pairs]
     ties = 1.0 - len(set(np.round(deltas, 12))) / len(deltas) if deltas else 0.0

@@ -70,7 +70,8 @@ def paired_difference(values_a: Sequence[float | None], values_b: Sequence[float
     >>> round(d["difference"], 3), d["p_value"] < 0.05, d["n"]
     (0.983, True, 6)
     """
-    pairs = np.asarray([(x, y) for x, y in zip(values_a, values_b) if x is not None and y is not None], float)
+    pairs = np.asarray([(x, y) for x, y in zip(values_a, values_b, strict=True)
+                        if x is not None and y is not None], float)
     if len(pairs) < 2:
         return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None, "n": len(pairs)}
     a, b = pairs[:, 0], pairs[:, 1]

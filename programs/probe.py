@@ -99,7 +99,8 @@ def program_fingerprint(program: dspy.Module, *, decision: bool = True) -> str:
              "value_mode": getattr(program, "value_mode", None), "k_fraction": getattr(program, "k_fraction", None),
              "state": program.dump_state()}
     if not decision and "selfx" in state["state"]:
-        state["state"]["selfx"] = {k: v for k, v in state["state"]["selfx"].items() if k not in ("decision", "calibration")}
+        state["state"]["selfx"] = {k: v for k, v in state["state"]["selfx"].items()
+                                   if k not in ("decision", "calibration")}
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -216,7 +217,8 @@ class ProgramProbe:
         for reading in engine.read_slots(contexts, list(LABELS), progress=update):
             logprobs = dict(zip(LABELS, reading.tolist(), strict=True))
             out.append(Answer(label=max(logprobs, key=logprobs.get), confidence=None,
-                              p_positive={"logprob": math.exp(logprobs["positive"])}, info={"label_logprobs": logprobs}))
+                              p_positive={"logprob": math.exp(logprobs["positive"])},
+                              info={"label_logprobs": logprobs}))
         return out
 
     def _decoded(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:

@@ -90,7 +90,7 @@ def label_log_probs(logprobs: Any) -> dict[str, float] | None:
     if match is None:
         return None
     start = 0
-    for token, entry in zip(tokens, content):
+    for token, entry in zip(tokens, content, strict=True):
         if start + len(token) > match.end():
             # the part of this token before the value (e.g. ' "' in ' "pos') is shared by its alternatives
             before = token[: match.end() - start]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
@@ -49,7 +49,7 @@ class Slot:
     group: int | None = None
 
 
-Segment = Union[Fixed, Slot]
+Segment = Fixed | Slot
 
 
 def compile_schema(schema: dict[str, Any]) -> list[Segment] | None:
@@ -180,7 +180,7 @@ def option_logprobs(logits_at: LogitsFn, context: Sequence[int], options: Sequen
             # renormalised over the allowed tokens only: the rest of the vocabulary cancels out
             raw = np.asarray(logits_at(context + prefix)[next_tokens], dtype=np.float64)
             scores = raw - logsumexp(raw)
-            step = dict(zip(next_tokens, scores.tolist()))
+            step = dict(zip(next_tokens, scores.tolist(), strict=True))
         for token in next_tokens:
             walk(prefix + [token], [i for i in pending if options[i][depth] == token], depth + 1, acc + step[token])
 
@@ -287,7 +287,7 @@ def readings_to_logprobs(segments: Sequence[Segment], readings: Sequence[Reading
             out.append(TokenLogprob(token=segment.text, logprob=0.0))
             continue
         reading = next(values)
-        top = tuple(TopLogprob(token=o, logprob=lp) for o, lp in zip(reading.options, reading.logprobs)
+        top = tuple(TopLogprob(token=o, logprob=lp) for o, lp in zip(reading.options, reading.logprobs, strict=True)
                     if not np.isnan(lp))
         out.append(TokenLogprob(token=reading.options[reading.chosen], logprob=reading.logprobs[reading.chosen],
                                 top=top))

@@ -32,7 +32,7 @@ def test_odds_come_from_the_label_slot_and_calibration_is_stored():
 
     program = SentimentProgram("P", decision="contextual")
     with pytest.raises(ValueError, match="calibrate"):
-        program.label_bias
+        _ = program.label_bias
     lm = scripted_lm(reply)
     # a scripted API-style model reports logprobs through the prediction; emulate them per text
     original = program.predict.forward

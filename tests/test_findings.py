@@ -12,7 +12,8 @@ def test_findings_tables_are_current():
 
 
 def test_a_new_measurement_changes_its_table_and_nothing_else(tmp_path):
-    row = {"model": "m", "backend": "local", "data": "huang2023", "format": "polarity", "n": 3, "demos": 16, "accuracy": 0.5,
+    row = {"model": "m", "backend": "local", "data": "huang2023", "format": "polarity", "n": 3, "demos": 16,
+           "accuracy": 0.5,
            "seconds_per_example_median": 1.25,
            "comprehensiveness_bins": 0.2, "comprehensiveness_bins_ci_low": 0.1, "comprehensiveness_bins_ci_high": 0.3,
            "random_comprehensiveness_bins": 0.05, "occlusion_comprehensiveness_bins": 0.4,
@@ -24,7 +25,8 @@ def test_a_new_measurement_changes_its_table_and_nothing_else(tmp_path):
     assert fresh.startswith("intro\n<!-- table: self-explanations -->\n| model |") and fresh.endswith(
         "<!-- end: self-explanations -->\nprose\n")
     line = fresh.splitlines()[4]
-    assert line.startswith("| m | the study's sentences | P-E | polarity | 3 | 0.500 | 0.200 [0.100, 0.300] | 0.050 [n/a, n/a] | 0.400")
+    assert line.startswith("| m | the study's sentences | P-E | polarity | 3 | 0.500 | 0.200 [0.100, 0.300] "
+                           "| 0.050 [n/a, n/a] | 0.400")
     assert "0.150 [0.020, 0.280], p 0.010" in line and "| 0.50 |" in line  # self / occlusion
     assert render(fresh, tmp_path) == fresh
 
@@ -33,16 +35,19 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
     variant = {"program": "PE", "format": "polarity", "demos": 8, "demo_source": "occlusion", "decision": "batch",
                "optimizer": "mipro"}
     result = {"wall_seconds": 5400, "pareto": [{"number": 1}],
-              "trial_table": [{"number": 0, "state": "FAIL", "values": None, "variant": {**variant, "program": "PE-topk"},
+              "trial_table": [{"number": 0, "state": "FAIL", "values": None,
+                               "variant": {**variant, "program": "PE-topk"},
                                "failure": "AdapterParseError: Unterminated string", "seconds": 30.0},
-                              {"number": 1, "state": "COMPLETE", "values": [0.8, 0.05], "variant": variant, "seconds": 120.0},
+                              {"number": 1, "state": "COMPLETE", "values": [0.8, 0.05], "variant": variant,
+                               "seconds": 120.0},
                               {"number": 2, "state": "COMPLETE", "values": [0.6, 0.03],
                                "variant": {**variant, "program": "EP", "demos": 0}, "seconds": 60.0},
                               {"number": 3, "state": "PRUNED", "values": None, "variant": variant, "duplicate_of": 1,
                                "seconds": 0.1},
                               {"number": 4, "state": "COMPLETE", "values": [0.9, 0.07],
                                "variant": {**variant, "program": "PE-topk", "format": "numeric"}, "seconds": 60.0}],
-              "held_out": {"paper": {"variant": "PE-0demos", "accuracy": 0.7, "accuracy_ci_low": 0.6, "accuracy_ci_high": 0.8},
+              "held_out": {"paper": {"variant": "PE-0demos", "accuracy": 0.7, "accuracy_ci_low": 0.6,
+                                     "accuracy_ci_high": 0.8},
                            "pareto#1": {"variant": "PE-polarity", "accuracy": 0.8, "accuracy_ci_low": 0.7,
                                         "accuracy_ci_high": 0.9, "comprehensiveness_bins": 0.05,
                                         "comprehensiveness_bins_vs_random": 0.01,
@@ -56,8 +61,10 @@ def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(t
     text = "".join(f"<!-- table: {t} -->\n<!-- end: {t} -->\n"
                    for t in ("optimisation-trials", "optimisation-dimensions", "optimisation-held-out"))
     fresh = render(text, tmp_path)
-    assert "| 0 | P-E top-k | polarity | 8 | occlusion | batch | mipro | n/a | n/a | fail: AdapterParseError: Unterminated" in fresh
-    assert "| `s_optimize.json` | 1 | P-E | polarity | 8 | occlusion | batch | mipro | 0.800 | 0.050 | Pareto front | 2.0 |" in fresh
+    assert ("| 0 | P-E top-k | polarity | 8 | occlusion | batch | mipro | n/a | n/a "
+            "| fail: AdapterParseError: Unterminated") in fresh
+    assert ("| `s_optimize.json` | 1 | P-E | polarity | 8 | occlusion | batch | mipro | 0.800 | 0.050 "
+            "| Pareto front | 2.0 |") in fresh
     assert "| `s_optimize.json` | 2 | E-P | polarity | 0 | - |" in fresh  # no demos: no demo source
     assert "| `s_optimize.json` | program | E-P | 1 | 0.600 |" in fresh
     assert "| 3 | P-E | polarity | 8 | occlusion | batch | mipro | n/a | n/a | same variant as trial 1 | 0.0 |" in fresh

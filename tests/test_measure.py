@@ -39,7 +39,7 @@ def test_every_perturbation_of_every_sentence_and_kind_is_asked_in_one_round():
     assert len(rest) == len(set(rest))  # each text once, however many explanations need it
     # every text each explanation's plan needs was in that round
     needed = set()
-    for sentence, explanations in zip(SENTENCES, zip(*kinds.values())):
+    for sentence, explanations in zip(SENTENCES, zip(*kinds.values(), strict=True), strict=True):
         for explanation in explanations:
             order = sorted(range(4), key=lambda i: -explanation.values[i])  # toward "positive": both are positive
             needed |= {perturb(sentence, *p) for p in plan(4, order, "all")}

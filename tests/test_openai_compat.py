@@ -71,7 +71,8 @@ def test_no_api_key_reaches_mlflow_or_an_export(server, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     result = run_variants(load_config(tmp_path / "api.yaml"), uri=uri)
     assert result["variants"]
-    export_run(find_variant_run("selfx-api", uri=uri), tmp_path / "export", make_lm("smollm2-135m", api_base=server, cache=False))
+    export_run(find_variant_run("selfx-api", uri=uri), tmp_path / "export",
+               make_lm("smollm2-135m", api_base=server, cache=False))
     scanned = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "api.yaml"]
     assert any(p.name == "mlflow.db" for p in scanned) and any(p.name == "program.json" for p in scanned)
     leaked = [str(p) for p in scanned if canary.encode() in p.read_bytes()]

@@ -141,7 +141,7 @@ def test_recorded_probe_reproduces_recorded_answers_and_says_what_it_never_saw()
     sentences = [json.loads(line) for line in open(require_shared("huang2023", "sst_sentences.jsonl"))]
     probe = RecordedProbe("llama3", "P-E")
     answers = probe.answers([s["sentence"] for s in sentences])
-    for answer, row in zip(answers, rows):
+    for answer, row in zip(answers, rows, strict=True):
         assert answer.label_int == row["repo_pred_label"] and answer.confidence == pytest.approx(row["repo_confidence"])
     assert probe.answers(["a sentence nobody recorded"]) == [None]  # not recorded: excluded, never filled in
     # "Hmm ." was recorded as (0, 0.5), the study's parse-failure default: corrected mode counts it as a failure

@@ -51,10 +51,10 @@ def test_label_words_in_a_top_k_explanation_are_not_read_as_the_label(smol_lm):
         _, readings, _ = smol_lm.engine._decode_skeleton(prompt, skeleton, 0.0, 0, DecodeOptions())
     word, label = (next(r for r in readings if r.kind == kind) for kind in ("word", "enum"))
     read = label_log_probs(prediction.logprobs)
-    slot = dict(zip(label.options, label.logprobs))
+    slot = dict(zip(label.options, label.logprobs, strict=True))
     slot_odds = slot["positive"] - slot["negative"]
     assert read["positive"] - read["negative"] == pytest.approx(slot_odds, abs=1e-4)
-    as_word = dict(zip(word.options, word.logprobs))
+    as_word = dict(zip(word.options, word.logprobs, strict=True))
     assert abs((as_word["positive"] - as_word["negative"]) - (read["positive"] - read["negative"])) > 1e-2
 
 

@@ -63,7 +63,7 @@ def test_tiny_experiment_lands_in_mlflow(tiny_run):
     program = SentimentProgram("PE", value_mode="expected")
     program.load(str(tmp_path / "export" / "program.json"))
     table = json.load(open(client.download_artifacts(pe.info.run_id, "examples.json", str(tmp_path))))
-    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     assert [row["comprehensiveness_bins"] is not None for row in rows] == [True, True, False]  # faithfulness_n 2
     with dspy.context(lm=lm, adapter=LeanAdapter()):
         again = [program(review=row["review"]).label for row in rows]

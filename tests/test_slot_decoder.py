@@ -84,7 +84,8 @@ def test_object_skeleton_keeps_key_order_and_forces_fixed_text():
             {"type": "array", "prefixItems": [{"const": "good"}, {"type": "number", "minimum": -1, "maximum": 1}]},
             {"type": "array", "prefixItems": [{"const": "good"}, {"type": "number", "minimum": -1, "maximum": 1}]}]},
         "label": {"enum": ["pos", "neg"]},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["explanation", "label", "confidence"]}
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
+        "required": ["explanation", "label", "confidence"]}
     segments = compile_schema(schema)
     text, readings = decode(segments, [], tokenize=tokenize, logits_at=toy_logits({"pos": 1.0, "1": 2.0}),
                             choose=greedy)

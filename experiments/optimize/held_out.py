@@ -35,8 +35,9 @@ def held_out(front: Sequence[Any], objectives: Sequence[str], config: Experiment
     The candidates are :func:`best_per_objective` (so the held-out cost stays bounded), each reloaded from
     its MLflow run exactly as compiled. Each is measured on the test slice with CIs and compared with the
     paper variant on the same sentences: a paired difference and McNemar's exact test for accuracy, a paired
-    difference for comprehensiveness; ``beats_paper`` says where the paired 95 % CI lies above zero. ``log(label, variant,
-    program, evaluation)`` records each candidate's evaluation (a nested run) and returns its run id.
+    difference for comprehensiveness; ``beats_paper`` says where the paired 95 % CI lies above zero.
+    ``log(label, variant, program, evaluation)`` records each candidate's evaluation (a nested run) and
+    returns its run id.
     """
     candidates: list[tuple[str, Variant, Any, str | None]] = [("paper", PAPER, None, None)] + [
         (f"pareto#{number}", Variant(**t.user_attrs["variant"]), t.values, t.user_attrs.get("run_id"))
@@ -49,7 +50,7 @@ def held_out(front: Sequence[Any], objectives: Sequence[str], config: Experiment
         evaluation = evaluate_variant(program, variant, lm, test, config, cache)
         metrics, rows = evaluation.metrics, evaluation.rows
         measured[label] = {"variant": variant.name, "run_id": log(label, variant, program, evaluation) if log else None,
-                           **({"dev_objectives": dict(zip(objectives, dev_values))} if dev_values else {}),
+                           **({"dev_objectives": dict(zip(objectives, dev_values, strict=True))} if dev_values else {}),
                            **{k: v for k, v in metrics.items() if k.startswith(SHOWN)}}
         per_example[label] = {
             "accuracy": [None if r["prediction"] is None else float(r["prediction"] == r["gold"]) for r in rows],

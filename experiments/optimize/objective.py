@@ -26,10 +26,10 @@ class OptimizerMetric:
     """The per-example score a DSPy optimiser maximises, chosen by ``search.optimizer_metric``.
 
     ``accuracy``: 1 for the gold label; ``comprehensiveness``: the ERASER-bin comprehensiveness of
-    the example's explanation through the cached probe of the program the optimiser started from (0 when there is none: a prediction-only
-    program or a failed answer); ``combined``: (1 - w) * correct + w * comprehensiveness. Called
-    with GEPA's extra arguments it returns a score with textual feedback that says how the model's
-    own prediction moved when the words the explanation ranked highest were deleted.
+    the example's explanation through the cached probe of the program the optimiser started from (0 when
+    there is none: a prediction-only program or a failed answer); ``combined``: (1 - w) * correct + w *
+    comprehensiveness. Called with GEPA's extra arguments it returns a score with textual feedback that says
+    how the model's own prediction moved when the words the explanation ranked highest were deleted.
     """
 
     def __init__(self, kind: str, weight: float, lm: Any, config: ExperimentConfig, cache: ProbeCache | None, *,
@@ -78,7 +78,8 @@ def dev_objectives(program: SentimentProgram, variant: Variant, lm: Any, dev: Se
     ran = predict(program, dev, lm, adapter=adapter_for(variant.adapter), threads=config.concurrency)
     answers = ran.answers
     out: dict[str, float | None] = {
-        "accuracy": mean_ci([None if not a.ok else float(a.label_int == e.label) for a, e in zip(answers, dev)]).mean,
+        "accuracy": mean_ci([None if not a.ok else float(a.label_int == e.label)
+                             for a, e in zip(answers, dev, strict=True)]).mean,
         "parse_failure_rate": sum(not a.ok for a in answers) / len(dev),
         "seconds_per_example": ran.seconds / len(dev),
     }

@@ -111,7 +111,8 @@ def _open(config: ExperimentConfig, *, uri: str | None, storage: str | None, pro
     except InputError:
         raise
     except Exception as exc:  # SQLAlchemy, OSError and Optuna's own errors
-        raise InputError(f"optimisation storage {masked_url(url)} cannot be used ({type(exc).__name__}: {first_line(exc, 200)}): "
+        raise InputError(f"optimisation storage {masked_url(url)} cannot be used "
+                         f"({type(exc).__name__}: {first_line(exc, 200)}): "
                          "point --storage (or search.storage) at a writable sqlite:///path/optuna.db or a reachable "
                          "postgresql+psycopg://user@host:port/db, or move a corrupt database aside") from exc
     # several machines share one cache as a table of the study's PostgreSQL database; one machine, a SQLite file
@@ -163,7 +164,8 @@ def distinct_variants(space: dict[str, Sequence[Any]]) -> int:
     return len({Variant(**dict(zip(space, values, strict=True))).name for values in itertools.product(*space.values())})
 
 
-def _sampler(config: ExperimentConfig, seed: int | None = None, *, resumed_after: int = 0) -> optuna.samplers.BaseSampler:
+def _sampler(config: ExperimentConfig, seed: int | None = None, *,
+             resumed_after: int = 0) -> optuna.samplers.BaseSampler:
     """The study's sampler. Generations of a quarter of the budget, so a 16-trial study evolves over four (Optuna's
     default of 50 would leave any budget under 50 a random search). A study resumed after ``n`` trials draws a
     fresh random stream (seed + n): the same seed would propose the first trials' variants again."""
@@ -286,8 +288,8 @@ def _finish(session: _Session, lost: list[int]) -> dict[str, Any]:
         tracking.end_parent(parent)  # again when another worker finished first: this one had reopened it
     return {"experiment": session.experiment, "parent_run_id": parent.run_id, "study": study.study_name,
             "storage": masked_url(session.storage), "lost_workers": lost,
-            "failed": [{"number": t.number, "failure": t.user_attrs.get("failure"), "worker": t.user_attrs.get("worker")}
-                       for t in trials if t.state == states.FAIL],
+            "failed": [{"number": t.number, "failure": t.user_attrs.get("failure"),
+                        "worker": t.user_attrs.get("worker")} for t in trials if t.state == states.FAIL],
             "trials": len(trials), "wall_seconds": _wall_seconds(trials, study.user_attrs.get(FINISHED_ATTR)),
             "trial_table": [{"number": t.number, "state": t.state.name, "values": t.values,
                              "variant": t.user_attrs.get("variant"), "run_id": t.user_attrs.get("run_id"),
@@ -322,9 +324,10 @@ def summarise_study(study: Any, front: Sequence[Any], objectives: Sequence[str],
     duplicates = [t for t in study.trials if DUPLICATE_ATTR in t.user_attrs]
     metrics: dict[str, Any] = {"trials": len(study.trials), "trials_failed": len(failed),
                                "trials_duplicate": len(duplicates), "pareto_size": len(front)}
-    lines = [f"Optuna NSGA-II, {len(study.trials)} trials ({len(failed)} failed, {len(duplicates)} proposing an already "
-             f"measured variant), {len(front)} on the Pareto front."]
-    lines += [f"Trial {t.number} failed: {t.user_attrs.get('failure', 'no reason recorded (killed?)')}." for t in failed]
+    lines = [f"Optuna NSGA-II, {len(study.trials)} trials ({len(failed)} failed, {len(duplicates)} proposing an "
+             f"already measured variant), {len(front)} on the Pareto front."]
+    lines += [f"Trial {t.number} failed: {t.user_attrs.get('failure', 'no reason recorded (killed?)')}."
+              for t in failed]
     for i, objective in enumerate(objectives):
         finite = [t for t in front if abs(t.values[i]) != float("inf")]
         if finite:
