@@ -141,7 +141,8 @@ def measure(tokens: Sequence[Sequence[str]], explanations: Mapping[str, Sequence
                 jobs.append((kind, i, "_topk", "single-step", list(explanation.ranking), explanation, rng))
     texts = {(i, p): perturb(tokens[i], *p) for _, i, _, proto, order, _, _ in jobs
              for p in plan(len(tokens[i]), order, proto)}
-    answers = dict(zip(dict.fromkeys(texts.values()), probe.answers(list(dict.fromkeys(texts.values()))), strict=True))
+    unique = list(dict.fromkeys(texts.values()))  # each text asked once, in first-needed order
+    answers = dict(zip(unique, probe.answers(unique), strict=True))
     rows: dict[str, list[dict[str, float | None]]] = {kind: [{} for _ in tokens] for kind in explanations}
     for kind, i, suffix, proto, order, explanation, rng in jobs:
         n = len(tokens[i])

@@ -13,8 +13,7 @@ def test_findings_tables_are_current():
 
 def test_a_new_measurement_changes_its_table_and_nothing_else(tmp_path):
     row = {"model": "m", "backend": "local", "data": "huang2023", "format": "polarity", "n": 3, "demos": 16,
-           "accuracy": 0.5,
-           "seconds_per_example_median": 1.25,
+           "accuracy": 0.5, "seconds_per_example_median": 1.25,
            "comprehensiveness_bins": 0.2, "comprehensiveness_bins_ci_low": 0.1, "comprehensiveness_bins_ci_high": 0.3,
            "random_comprehensiveness_bins": 0.05, "occlusion_comprehensiveness_bins": 0.4,
            "comprehensiveness_bins_vs_random": 0.15, "comprehensiveness_bins_vs_random_ci_low": 0.02,
