@@ -60,8 +60,9 @@ ablation 32 200 jsonR:polarity,P:none
 # about 2.5 h per 100 sentences, SmolLM2 P-E about 1 h, SmolLM2 E-P 2.7 h (polarity) to 3.5 h (numeric; its
 # long neutral-explanation probe texts); the findings table shows whichever files exist. (E-P's val200 file is
 # named apart from the accuracy-only gemma_ep_polarity_val200 above.) E-P on the first 200 runs in eight shards of
-# 25 sentences (SmolLM2 polarity: 7,600-9,400 probe texts, up to 1.3 h each alone with two threads; Gemma's files were
-# written whole, before shards existed).
+# 25 sentences (SmolLM2 polarity: 7,600-9,400 probe texts, up to 1.3 h each alone with two threads; SmolLM2 numeric,
+# whose probe texts are longer: 50-100 texts a minute, shard 1's 7,962 in 1.2 h, shard 2 over 2 h; Gemma's files
+# were written whole, before shards existed).
 for lm in gemma smollm2; do
   lmflag=(); [ "$lm" = smollm2 ] && lmflag=(--lm local:smollm2-135m)
   for fmt in polarity numeric; do
