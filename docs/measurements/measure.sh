@@ -61,8 +61,8 @@ ablation 32 200 jsonR:polarity,P:none
 # long neutral-explanation probe texts); the findings table shows whichever files exist. (E-P's val200 file is
 # named apart from the accuracy-only gemma_ep_polarity_val200 above.) E-P on the first 200 runs in eight shards of
 # 25 sentences (SmolLM2 polarity: 7,600-9,400 probe texts, up to 1.3 h each alone with two threads; SmolLM2 numeric,
-# whose probe texts are longer: 50-100 texts a minute, shard 1's 7,962 in 1.2 h, shard 2 over 2 h; Gemma's files
-# were written whole, before shards existed).
+# whose probe texts are longer: 50-100 texts a minute, shard 1's 7,962 in 1.2 h over two sittings, shard 2's 9,239
+# in 1.7 h; Gemma's files were written whole, before shards existed).
 for lm in gemma smollm2; do
   lmflag=(); [ "$lm" = smollm2 ] && lmflag=(--lm local:smollm2-135m)
   for fmt in polarity numeric; do
