@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--demo-source", default="occlusion", choices=["occlusion", "self"],
                           help="explanations in P-E/E-P demos: the model's own occlusion (default) or its own "
                                "bootstrapped self-explanations")
+    evaluate.add_argument("--explanation-samples", type=int, default=0, metavar="K",
+                          help="E-P on embedded models: read the label as the mean of its log-odds after K "
+                               "explanations sampled at temperature 1 (self-consistency; K + 1 decodes a review; "
+                               "default 0: after the greedy explanation only)")
     evaluate.add_argument("--with-occlusion", action="store_true",
                           help="also correlate full explanations with the model's own occlusion (probe, cached)")
     evaluate.add_argument("--faithfulness", action="store_true",
@@ -259,8 +263,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       value_mode=args.value_mode or (DEFAULT_SETUP.value_mode if embedded else "sample"),
                       decision=args.decision or (DEFAULT_SETUP.decision if embedded else "generated"),
                       demos=args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0),
-                      demo_source=args.demo_source, with_occlusion=args.with_occlusion,
-                      faithfulness=args.faithfulness, probe_mode=args.probe, format=args.format,
+                      demo_source=args.demo_source, explanation_samples=args.explanation_samples,
+                      with_occlusion=args.with_occlusion, faithfulness=args.faithfulness, probe_mode=args.probe,
+                      format=args.format,
                       lime_samples_per_token=args.lime_samples, concurrency=args.concurrency, shard=_shard(args.shard))
     screens.evaluate(report)
     screens.write_json(args.json, report)

@@ -37,7 +37,7 @@ from metrics.robustness import injection_flips
 from programs.data import injected_pairs, load_examples
 from programs.demos import build_demos
 from programs.lean_adapter import default_adapter
-from programs.lm import check_value_mode, describe_lm, make_lm
+from programs.lm import check_value_mode, describe_lm, make_lm, parse_lm_spec
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
 from programs.self_explain import CONTENT_FREE, DECISIONS, PROGRAM_NAMES, SentimentProgram, label_log_odds
@@ -143,14 +143,20 @@ def report_row(settings: dict[str, Any], records: Sequence[dict[str, Any]], tota
 
 def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec: str = "local",
              api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
-             demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion",
+             demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion", explanation_samples: int = 0,
              with_occlusion: bool = False, faithfulness: bool = False, probe_mode: str = "logprob",
              format: str = "numeric", lime_samples_per_token: int = 0, concurrency: int = 4,
              shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Run each program on the first ``n`` examples and summarise; ``faithfulness`` / ``with_occlusion`` measure
     its explanations through its own probe (``probe_mode``), beside occlusion, random and (when
     ``lime_samples_per_token`` > 0) LIME. ``shard=(K, N)``: only the K-th of N consecutive slices of those
-    examples, calibrated on all ``n`` (``selfx merge`` joins the N reports into the whole run's)."""
+    examples, calibrated on all ``n`` (``selfx merge`` joins the N reports into the whole run's).
+    ``explanation_samples``: E-P programs read their label over that many sampled explanations (others ignore it)."""
+    if explanation_samples < 0:
+        raise InputError(f"--explanation-samples must be 0 or a positive number, got {explanation_samples}")
+    if explanation_samples and parse_lm_spec(lm_spec, api_base).backend != "local":
+        raise InputError("--explanation-samples needs an embedded model (--lm local...): an API's label cannot be "
+                         "read after each sampled explanation here; leave it at 0")
     if lime_samples_per_token < 0:
         raise InputError(f"--lime-samples must be 0 (no LIME) or a positive number, got {lime_samples_per_token}")
     if decision not in (*DECISIONS, "all"):
@@ -168,7 +174,8 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
     report: dict[str, Any] = {}
     for name in resolve_programs(programs):
         program = SentimentProgram(name, value_mode=value_mode, decision="generated" if decision == "all" else decision,
-                                   format=format)
+                                   format=format,
+                                   explanation_samples=explanation_samples if name.startswith("EP") else 0)
         if demos:
             with dspy.context(lm=lm, adapter=adapter):
                 program.predict.demos = build_demos(name, demos, lm=lm, source=demo_source, seed=demo_seed,
@@ -187,7 +194,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
             for record, answer in zip(records, before.answers, strict=True):
                 record["clean_label"] = answer.label
         settings = {**describe_lm(lm), "data": data, "decision": decision, "value_mode": value_mode,
-                    "format": format, "demos": demos,
+                    "format": format, "demos": demos, "explanation_samples": program.explanation_samples,
                     "demo_source": (demo_source if name != "P" else "label") if demos else None,
                     "answer_fields": list(program.predict.signature.output_fields)}
         if program.calibration:

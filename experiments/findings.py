@@ -61,10 +61,13 @@ def _data(row: Mapping[str, Any]) -> str:
 
 
 def _program(program: str, row: Mapping[str, Any]) -> str:
-    """The program's name, and whether its answer restates the review before the label (E-P since that field
-    exists; files written before evaluate recorded ``answer_fields`` predate it)."""
+    """The program's name, whether its answer restates the review before the label (E-P since that field
+    exists; files written before evaluate recorded ``answer_fields`` predate it) and over how many sampled
+    explanations its label was read (none before ``explanation_samples`` was recorded)."""
     restated = RESTATED in row.get("answer_fields", ())
-    return PROGRAMS.get(program, program) + (", review restated" if restated else "")
+    samples = row.get("explanation_samples") or 0
+    return (PROGRAMS.get(program, program) + (", review restated" if restated else "")
+            + (f", label over {samples} sampled explanations" if samples else ""))
 
 
 def self_explanations(folder: Path) -> str:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from scipy.special import logsumexp
 
 from programs.types import LABELS, Answer, Attribution, stated_p_positive, tokenize, topk_size
@@ -97,6 +98,24 @@ def label_log_probs(logprobs: Any) -> dict[str, float] | None:
             return _renormalised_labels(entry.get("top_logprobs") or [], before)
         start += len(token)
     return None
+
+
+def with_label_log_odds(logprobs: dict[str, Any], odds: float) -> dict[str, Any]:
+    """``logprobs`` with the label slot's alternatives set to the two labels' log-probabilities at ``odds``
+    (log P(positive) - log P(negative)): for an answer whose label reading combines several decodes. Needs the
+    embedded engine's answer, where the label slot is an entry of its own whose alternatives are whole labels."""
+    content = [dict(entry) for entry in logprobs["content"]]
+    tokens = [str(entry.get("token", "")) for entry in content]
+    match = _LABEL_VALUE.search("".join(tokens))
+    start = 0
+    for entry, token in zip(content, tokens, strict=True):
+        if match is not None and start == match.end():
+            lp = {"positive": -float(np.logaddexp(0.0, -odds)), "negative": -float(np.logaddexp(0.0, odds))}
+            entry["top_logprobs"] = [{"token": label, "logprob": lp[label]} for label in LABELS]
+            entry["logprob"] = lp.get(token, entry.get("logprob"))
+            return {**logprobs, "content": content}
+        start += len(token)
+    raise ValueError("no label slot of its own in these logprobs: only an embedded model's answer can be combined")
 
 
 def _renormalised_labels(alternatives: Sequence[dict[str, Any]], before: str) -> dict[str, float] | None:

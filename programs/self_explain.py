@@ -15,7 +15,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from programs.lean_adapter import LeanAdapter
 from programs.lm import is_embedded
-from programs.readout import label_log_probs
+from programs.readout import label_log_probs, with_label_log_odds
 from programs.signatures import SIGNATURES, signature, with_restatement
 from programs.slot_decoder import DecodeOptions
 from programs.types import ContextOverflow, first_line, tokenize, topk_size
@@ -45,10 +45,13 @@ class SentimentProgram(dspy.Module):
             (minus the mean log-odds of content-free inputs, or of a calibration batch) — call
             :meth:`calibrate` first. On embedded models the decided label is forced at the label
             slot, so what follows it (P-E's confidence and explanation) is conditioned on it.
+        explanation_samples: E-P only, embedded models: read the label as the mean of its log-odds after
+            this many explanations sampled at temperature 1 (self-consistency over explanations; 0: the
+            greedy explanation's). The greedy answer, explanation included, is what is returned.
     """
 
     def __init__(self, name: str = "P", *, k_fraction: float = 0.2, value_mode: ValueMode = "sample",
-                 decision: str = "generated", format: str = "numeric") -> None:
+                 decision: str = "generated", format: str = "numeric", explanation_samples: int = 0) -> None:
         super().__init__()
         if name not in SIGNATURES:
             raise ValueError(f"unknown program {name!r}; choose one of {list(PROGRAM_NAMES)}")
@@ -56,11 +59,15 @@ class SentimentProgram(dspy.Module):
             raise ValueError(f"value_mode must be sample or expected, got {value_mode!r}")
         if decision not in DECISIONS:
             raise ValueError(f"unknown decision rule {decision!r}; choose one of {list(DECISIONS)}")
+        if explanation_samples < 0 or (explanation_samples and not name.startswith("EP")):
+            raise ValueError(f"explanation_samples must be 0, or a positive number for an E-P program (its label "
+                             f"follows its explanation), got {explanation_samples} for {name}")
         self.name = name
         self.k_fraction = k_fraction
         self.value_mode = value_mode
         self.decision = decision
         self.format = format
+        self.explanation_samples = explanation_samples
         self.calibration: dict[str, Any] | None = None  # {"rule", "bias", "n", "batch"}: saved with the program
         self.predict = dspy.Predict(signature(name, format))
 
@@ -120,7 +127,7 @@ class SentimentProgram(dspy.Module):
     def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().dump_state(*args, **kwargs)
         state["selfx"] = {"name": self.name, "format": self.format, "decision": self.decision,
-                          "value_mode": self.value_mode,
+                          "value_mode": self.value_mode, "explanation_samples": self.explanation_samples,
                           "k_fraction": self.k_fraction, "calibration": self.calibration}
         return state
 
@@ -135,6 +142,7 @@ class SentimentProgram(dspy.Module):
         self.predict.demos = [with_restatement(self.predict.signature, demo) for demo in self.predict.demos]
         self.decision = extra.get("decision", self.decision)
         self.value_mode = extra.get("value_mode", self.value_mode)
+        self.explanation_samples = extra.get("explanation_samples", self.explanation_samples)
         self.calibration = extra.get("calibration")
         return self
 
@@ -176,6 +184,11 @@ class SentimentProgram(dspy.Module):
                 raise
             return failed_prediction(f"context overflow: {overflow}", None)
         prediction.failure = None
+        if self.explanation_samples:
+            if not embedded:
+                raise ValueError("explanation_samples needs an embedded model (its label slot is read after each "
+                                 "sampled explanation); set it to 0 for API models")
+            prediction = self._label_over_sampled_explanations(prediction, inputs, config, bias)
         if "k" in inputs:
             # not named "k": an optimiser turns a prediction's fields into demo fields beside the inputs
             prediction.top_k = inputs["k"]
@@ -188,6 +201,30 @@ class SentimentProgram(dspy.Module):
         prediction.decision = self.decision
         prediction.value_mode = self.value_mode
         return prediction
+
+    def _label_over_sampled_explanations(self, greedy: dspy.Prediction, inputs: dict[str, Any],
+                                         config: dict[str, Any], bias: float) -> dspy.Prediction:
+        """The greedy answer with its label read as the mean label log-odds after sampled explanations.
+
+        Seeds come from the review, so an answer does not depend on threads or on what was asked before. Where
+        the mean decides the other label, the greedy answer is decoded again with that label forced (the
+        explanation before it is unchanged), so what follows the label is conditioned on the decided one.
+        """
+        seed = int(hashlib.sha256(inputs["review"].encode()).hexdigest()[:8], 16)
+        odds = [label_log_odds(self.predict(**inputs, config={**config, "temperature": 1.0, "seed": seed + j}))
+                for j in range(self.explanation_samples)]
+        known = [o for o in odds if o is not None]
+        if not known:
+            return greedy
+        mean = sum(known) / len(known)
+        label = "positive" if mean + bias > 0 else "negative"
+        if label != greedy.label:
+            forced = {"negative": 0.0, "positive": 1e6 if label == "positive" else -1e6}
+            greedy = self.predict(**inputs, config={**config, "metadata": DecodeOptions(self.value_mode, forced)
+                                                    .to_metadata()})
+            greedy.failure = None
+        greedy.logprobs = with_label_log_odds(greedy.logprobs, mean)
+        return greedy
 
 
 def label_log_odds(prediction: Any) -> float | None:

@@ -212,3 +212,40 @@ def test_an_e_p_program_saved_before_the_restated_review_loads_with_its_demos_wh
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert json.loads(messages[2]["content"]) == {"explanation": old["explanation"], "restated_review": "a gem",
                                                   "label": "positive", "confidence": 0.9}
+
+
+def test_a_combined_label_reading_rewrites_only_the_label_slot():
+    """Self-consistency's mean log-odds replaces the label slot's alternatives; explanation slots stay as read."""
+    import math
+
+    from programs.readout import label_log_probs, polarity_importances, with_label_log_odds
+
+    word = {"token": "positive", "logprob": math.log(0.7), "top_logprobs": [
+        {"token": "negative", "logprob": math.log(0.1)}, {"token": "neutral", "logprob": math.log(0.2)},
+        {"token": "positive", "logprob": math.log(0.7)}]}
+    label = {"token": "negative", "logprob": math.log(0.6), "top_logprobs": [
+        {"token": "negative", "logprob": math.log(0.6)}, {"token": "positive", "logprob": math.log(0.4)}]}
+    logprobs = {"content": [{"token": '{"explanation": [["good", "', "logprob": 0.0, "top_logprobs": []}, word,
+                            {"token": '"]], "label": "', "logprob": 0.0, "top_logprobs": []}, label]}
+    combined = with_label_log_odds(logprobs, 2.0)
+    lp = label_log_probs(combined)
+    assert lp["positive"] - lp["negative"] == pytest.approx(2.0)
+    assert math.exp(lp["positive"]) + math.exp(lp["negative"]) == pytest.approx(1.0)
+    assert combined["content"][-1]["logprob"] == pytest.approx(lp["negative"])  # the written label's own reading
+    assert polarity_importances([["good", "positive"]], combined, "expected") == [["good", pytest.approx(0.6)]]
+    assert label_log_probs(logprobs)["positive"] == pytest.approx(math.log(0.4))  # the input is left as it was
+    with pytest.raises(ValueError, match="label slot"):
+        with_label_log_odds({"content": [{"token": "no label here", "logprob": 0.0}]}, 1.0)
+
+
+def test_explanation_samples_belong_to_e_p_and_embedded_models():
+    from experiments.evaluate import evaluate
+    from programs.types import InputError
+
+    with pytest.raises(ValueError, match="E-P program"):
+        SentimentProgram("PE", explanation_samples=2)
+    with pytest.raises(ValueError, match="E-P program"):
+        SentimentProgram("EP", explanation_samples=-1)
+    assert SentimentProgram("EP-topk", explanation_samples=2).explanation_samples == 2
+    with pytest.raises(InputError, match="embedded model"):
+        evaluate("EP", lm_spec="openai/gpt-4o-mini", explanation_samples=2)

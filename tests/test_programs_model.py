@@ -117,3 +117,37 @@ def test_polarity_explanations_are_decoded_word_by_word_and_read_as_expected_val
     attribution = to_attribution(prediction, REVIEW)
     assert attribution.coverage == 1.0 and all(-1 <= v <= 1 for v in attribution.values)
     assert len(set(attribution.values)) > 2  # P(positive) - P(negative): graded, not just -1/0/1
+
+
+def test_e_p_label_over_sampled_explanations_is_their_mean_and_follows_the_decision(local_lm):
+    """Self-consistency: the label's log-odds are the mean over seeded sampled explanations (the same on every
+    call), the greedy explanation is what is returned, and a label the mean decides against the greedy one is
+    forced at the label slot."""
+    import hashlib
+
+    from programs.probe import program_fingerprint
+    from programs.self_explain import label_log_odds
+
+    review = "a wonderful , moving film with a dull ending ."
+    greedy = SentimentProgram("EP", value_mode="expected", format="polarity")
+    sampled = SentimentProgram("EP", value_mode="expected", format="polarity", explanation_samples=3)
+    seed = int(hashlib.sha256(review.encode()).hexdigest()[:8], 16)
+    config = {"logprobs": True, "top_logprobs": 20, "temperature": 1.0,
+              "metadata": DecodeOptions("expected").to_metadata()}
+    with dspy.context(lm=local_lm, adapter=LeanAdapter()):
+        first, again, plain = sampled(review=review), sampled(review=review), greedy(review=review)
+        each = [label_log_odds(greedy.predict(review=review, config={**config, "seed": seed + j})) for j in range(3)]
+        mean = sum(each) / 3
+        assert label_log_odds(first) == pytest.approx(mean, abs=1e-6) == label_log_odds(again)
+        assert label_log_odds(plain) != pytest.approx(mean, abs=1e-3)  # the samples were not the greedy answer
+        assert first.explanation == plain.explanation
+        assert program_fingerprint(sampled) != program_fingerprint(greedy)
+        # a bias between the greedy reading and the mean: the greedy decode alone would write the other label
+        bias = -(label_log_odds(plain) + mean) / 2
+        for program in (greedy, sampled):
+            program.decision = "batch"
+            program.calibration = {"rule": "batch", "bias": bias, "n": 1, "batch": "test"}
+        alone, flipped = greedy(review=review), sampled(review=review)
+    assert flipped.label == ("positive" if mean + bias > 0 else "negative") != alone.label
+    assert json.loads(_raw(local_lm))["label"] == flipped.label  # decoded again with the decided label forced
+    assert label_log_odds(flipped) == pytest.approx(mean, abs=1e-6)
