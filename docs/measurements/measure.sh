@@ -37,6 +37,8 @@ run gemma_ep_polarity_restated_val20_same_program evaluate --program EP --format
 run gemma_ep_polarity_restated_val20 evaluate --program EP --format polarity --faithfulness --n 20
 # P, P-E and the restated E-P answering the same 200 sentences in one run, compared pair by pair (batch rule)
 run gemma_programs_polarity_val200 evaluate --program P,PE,EP --format polarity --decision all --n 200
+# The restated E-P with its label read over 4 explanations sampled at temperature 1 (self-consistency), same 200
+run gemma_ep_polarity_restated_sc4_val200 evaluate --program EP --format polarity --explanation-samples 4 --decision all --n 200
 # Throughput (issue 24): side-by-side ratios in one process
 run bench_quick bench --scale quick
 
