@@ -127,8 +127,10 @@ class SentimentProgram(dspy.Module):
     def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().dump_state(*args, **kwargs)
         state["selfx"] = {"name": self.name, "format": self.format, "decision": self.decision,
-                          "value_mode": self.value_mode, "explanation_samples": self.explanation_samples,
+                          "value_mode": self.value_mode,
                           "k_fraction": self.k_fraction, "calibration": self.calibration}
+        if self.explanation_samples:  # only when set: other programs keep their states and probe cache keys
+            state["selfx"]["explanation_samples"] = self.explanation_samples
         return state
 
     def load_state(self, state: dict[str, Any], *args: Any, **kwargs: Any) -> SentimentProgram:
@@ -142,7 +144,7 @@ class SentimentProgram(dspy.Module):
         self.predict.demos = [with_restatement(self.predict.signature, demo) for demo in self.predict.demos]
         self.decision = extra.get("decision", self.decision)
         self.value_mode = extra.get("value_mode", self.value_mode)
-        self.explanation_samples = extra.get("explanation_samples", self.explanation_samples)
+        self.explanation_samples = extra.get("explanation_samples", 0)
         self.calibration = extra.get("calibration")
         return self
 
