@@ -84,20 +84,11 @@ def label_log_probs(logprobs: Any) -> dict[str, float] | None:
     alternatives (the probability is unknown).
     """
     content = (logprobs or {}).get("content") if isinstance(logprobs, dict) else None
-    if not content:
+    slot = _label_slot(content or [])
+    if slot is None:
         return None
-    tokens = [str(entry.get("token", "")) for entry in content]
-    match = _LABEL_VALUE.search("".join(tokens))
-    if match is None:
-        return None
-    start = 0
-    for token, entry in zip(tokens, content, strict=True):
-        if start + len(token) > match.end():
-            # the part of this token before the value (e.g. ' "' in ' "pos') is shared by its alternatives
-            before = token[: match.end() - start]
-            return _renormalised_labels(entry.get("top_logprobs") or [], before)
-        start += len(token)
-    return None
+    index, before = slot
+    return _renormalised_labels(content[index].get("top_logprobs") or [], before)
 
 
 def with_label_log_odds(logprobs: dict[str, Any], odds: float) -> dict[str, Any]:
@@ -105,17 +96,29 @@ def with_label_log_odds(logprobs: dict[str, Any], odds: float) -> dict[str, Any]
     (log P(positive) - log P(negative)): for an answer whose label reading combines several decodes. Needs the
     embedded engine's answer, where the label slot is an entry of its own whose alternatives are whole labels."""
     content = [dict(entry) for entry in logprobs["content"]]
+    slot = _label_slot(content)
+    if slot is None or slot[1]:
+        raise ValueError("no label slot of its own in these logprobs: only an embedded model's answer can be combined")
+    entry = content[slot[0]]
+    lp = {"positive": -float(np.logaddexp(0.0, -odds)), "negative": -float(np.logaddexp(0.0, odds))}
+    entry["top_logprobs"] = [{"token": label, "logprob": lp[label]} for label in LABELS]
+    entry["logprob"] = lp.get(str(entry.get("token", "")), entry.get("logprob"))
+    return {**logprobs, "content": content}
+
+
+def _label_slot(content: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
+    """Where the label's value starts: the index of the entry holding its first character, and the part of that
+    entry's token before it (e.g. ' "' in ' "pos', shared by its alternatives; empty for an embedded slot)."""
     tokens = [str(entry.get("token", "")) for entry in content]
     match = _LABEL_VALUE.search("".join(tokens))
+    if match is None:
+        return None
     start = 0
-    for entry, token in zip(content, tokens, strict=True):
-        if match is not None and start == match.end():
-            lp = {"positive": -float(np.logaddexp(0.0, -odds)), "negative": -float(np.logaddexp(0.0, odds))}
-            entry["top_logprobs"] = [{"token": label, "logprob": lp[label]} for label in LABELS]
-            entry["logprob"] = lp.get(token, entry.get("logprob"))
-            return {**logprobs, "content": content}
+    for index, token in enumerate(tokens):
+        if start + len(token) > match.end():
+            return index, token[: match.end() - start]
         start += len(token)
-    raise ValueError("no label slot of its own in these logprobs: only an embedded model's answer can be combined")
+    return None
 
 
 def _renormalised_labels(alternatives: Sequence[dict[str, Any]], before: str) -> dict[str, float] | None:

@@ -173,6 +173,9 @@ class SentimentProgram(dspy.Module):
         config: dict[str, Any] = {"logprobs": True, "top_logprobs": 20}
         bias = self.label_bias
         embedded = is_embedded(dspy.settings.lm)
+        if self.explanation_samples and not embedded:
+            raise ValueError("explanation_samples needs an embedded model (its label slot is read after each "
+                             "sampled explanation); set it to 0 for API models")
         if embedded:
             label_bias = {"negative": 0.0, "positive": bias} if bias else None
             config["metadata"] = DecodeOptions(self.value_mode, label_bias).to_metadata()
@@ -187,9 +190,6 @@ class SentimentProgram(dspy.Module):
             return failed_prediction(f"context overflow: {overflow}", None)
         prediction.failure = None
         if self.explanation_samples:
-            if not embedded:
-                raise ValueError("explanation_samples needs an embedded model (its label slot is read after each "
-                                 "sampled explanation); set it to 0 for API models")
             prediction = self._label_over_sampled_explanations(prediction, inputs, config, bias)
         if "k" in inputs:
             # not named "k": an optimiser turns a prediction's fields into demo fields beside the inputs
