@@ -71,6 +71,15 @@ class Variant(_Strict):
     value_mode: ValueMode = "expected"
     adapter: Adapter = "lean"
     optimizer: Optimizer = "none"
+    # E-P on embedded models: its label read over this many explanations sampled at temperature 1 (0: the
+    # greedy explanation's label only); other programs do not use it
+    explanation_samples: NonNegativeInt = 0
+
+    @property
+    def label_samples(self) -> int:
+        """The explanation samples this variant's program reads its label over (what it uses of
+        ``explanation_samples``)."""
+        return self.explanation_samples if self.program.startswith("EP") else 0
 
     @property
     def name(self) -> str:
@@ -79,6 +88,8 @@ class Variant(_Strict):
         if self.demos and self.program != "P":
             parts.append(self.demo_source)
         parts += [self.decision, self.value_mode, self.adapter]
+        if self.label_samples:
+            parts.append(f"{self.label_samples}samples")
         if self.optimizer != "none":
             parts.append(self.optimizer)
         return "-".join(parts)
@@ -193,6 +204,7 @@ def parse_config(raw: Any, source: str = "config") -> ExperimentConfig:
         lines += [f"{_where(e['loc'])}: {_message(e)}" for e in errors if e["type"] != "extra_forbidden"]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
     if not supports_expected_values(config.lm, config.api_base):
+        _refuse_explanation_samples(config)
         config = _sampled_values(config, raw)
     return config
 
@@ -222,6 +234,16 @@ def load_config(path: str | Path | None = None) -> ExperimentConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(raw, str(path))
+
+
+def _refuse_explanation_samples(config: ExperimentConfig) -> None:
+    """An API model cannot read its label over sampled explanations (the embedded decoder reads the label slot
+    after each): say so before anything runs rather than failing every such variant."""
+    bad = [f"variants[{i}].explanation_samples" for i, v in enumerate(config.variants) if v.label_samples]
+    bad += ["search.space.explanation_samples"] if any(config.search.space.get("explanation_samples", ())) else []
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: reading E-P's label over sampled explanations needs an embedded "
+                          f"model; {config.lm} is not one: set explanation_samples to 0 (or leave it out)")
 
 
 def _sampled_values(config: ExperimentConfig, raw: dict) -> ExperimentConfig:

@@ -48,8 +48,7 @@ def splits(config: ExperimentConfig) -> tuple[list[Example], list[Example], list
 
 def build_program(variant: Variant, lm: Any, dev: Sequence[Example], cache: ProbeCache, seed: int) -> SentimentProgram:
     """The variant's program with its demos and, for calibrated decisions, its calibration."""
-    program = SentimentProgram(variant.program, value_mode=variant.value_mode, decision=variant.decision,
-                               format=variant.format)
+    program = _bare_program(variant)
     with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
         if variant.demos:
             program.predict.demos = build_demos(variant.program, variant.demos, lm=lm, source=variant.demo_source,
@@ -166,23 +165,39 @@ def variant_params(variant: Variant, program: SentimentProgram, lm: Any, config:
     }
 
 
+# Variant fields added after configs were first digested, with their defaults: left out of the digest when unset,
+# so configs that do not use them keep their digests (resumed runs, optimisation study names).
+_LATER_VARIANT_FIELDS = {"explanation_samples": 0}
+
+
 def config_digest(config: ExperimentConfig) -> str:
     """Identifies a config's content (not its file name): an interrupted run resumes only the same config."""
-    return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    content = config.model_dump(mode="json")
+    for variant in content["variants"]:
+        for key, default in _LATER_VARIANT_FIELDS.items():
+            if variant.get(key) == default:
+                del variant[key]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_program(variant: Variant, run_id: str) -> SentimentProgram:
     """A variant's program exactly as its run saved it (demos, optimiser output, calibration)."""
-    program = SentimentProgram(variant.program, value_mode=variant.value_mode, decision=variant.decision,
-                               format=variant.format)
+    program = _bare_program(variant)
     with tempfile.TemporaryDirectory() as folder:
         program.load(str(download_program(run_id, Path(folder))))
     return program
 
 
+def _bare_program(variant: Variant) -> SentimentProgram:
+    """The variant's program before demos, compilation or calibration."""
+    return SentimentProgram(variant.program, value_mode=variant.value_mode, decision=variant.decision,
+                            format=variant.format, explanation_samples=variant.label_samples)
+
+
 def variant_of(params: dict[str, str]) -> Variant:
-    """The variant a run's params describe."""
-    return Variant(**{k: (int(params[k]) if k == "demos" else params[k]) for k in Variant.model_fields if k in params})
+    """The variant a run's params describe (a run logged before a field existed takes its default)."""
+    return Variant(**{k: (int(params[k]) if k in ("demos", "explanation_samples") else params[k])
+                      for k in Variant.model_fields if k in params})
 
 
 def describe_variant(variant: Variant, program: SentimentProgram, lm: Any) -> str:
@@ -193,6 +208,8 @@ def describe_variant(variant: Variant, program: SentimentProgram, lm: Any) -> st
              if variant.demos else "zero-shot")
     rule = variant.decision + (f" (bias {program.calibration['bias']:+.2f} from {program.calibration['batch']})"
                                if program.calibration else "")
+    if variant.label_samples:
+        rule += f" on its label read over {variant.label_samples} sampled explanations"
     optimiser = f"; compiled with {variant.optimizer}" if variant.optimizer != "none" else ""
     return (f"{program.order} program that {explains}; {demos}; decision {rule}; {variant.adapter} adapter; "
             f"{describe_lm(lm)['model']}{optimiser}.")

@@ -62,3 +62,48 @@ def test_format_is_a_variant_key_and_a_search_dimension(tmp_path):
         load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP, format: words}\n"))
     with pytest.raises(ConfigError, match="format: 'words' is not allowed"):
         load_config(write(tmp_path, "name: x\nsearch: {space: {format: [words]}}\n"))
+
+
+def test_explanation_samples_is_a_variant_key_and_a_search_dimension(tmp_path):
+    """E-P reads its label over K sampled explanations when a variant (or a trial) asks; other programs do not use
+    it, so it leaves their names (and the optimiser's distinct-variant count) alone."""
+    from experiments.optimize.search import distinct_variants
+    from experiments.variants import _bare_program, variant_of
+
+    config = load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP, explanation_samples: 4}\n"
+                                         "  - {program: PE, explanation_samples: 4}\n"
+                                         "search: {space: {program: [PE, EP], explanation_samples: [0, 4]}}\n"))
+    ep, pe = config.variants
+    assert ep.label_samples == 4 and ep.name.endswith("-4samples") and pe.label_samples == 0
+    assert "samples" not in pe.name and pe.name == pe.model_copy(update={"explanation_samples": 0}).name
+    assert _bare_program(ep).explanation_samples == 4 and _bare_program(pe).explanation_samples == 0
+    assert distinct_variants(config.search.space) == 3  # PE once, EP greedy, EP over 4 samples
+    assert variant_of({k: str(v) for k, v in ep.model_dump().items()}) == ep
+    assert variant_of({"program": "EP"}).explanation_samples == 0  # a run logged before the key existed
+    with pytest.raises(ConfigError, match="explanation_samples: must be >= 0"):
+        load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP, explanation_samples: -1}\n"))
+    api = "name: api\nlm: openai/gpt-4o-mini\n"
+    with pytest.raises(ConfigError, match=r"variants\[0\]\.explanation_samples.*embedded model"):
+        load_config(write(tmp_path, api + "variants:\n  - {program: EP, explanation_samples: 4}\n"))
+    with pytest.raises(ConfigError, match=r"search\.space\.explanation_samples.*embedded model"):
+        load_config(write(tmp_path, api + "search: {space: {explanation_samples: [0, 2]}}\n"))
+    assert load_config(write(tmp_path, api + "variants:\n  - {program: PE, explanation_samples: 4}\n"))
+
+
+def test_config_digests_ignore_an_unset_later_field(tmp_path):
+    """Digests name resumable runs and optimisation studies: configs that leave explanation_samples out keep the
+    digest they had before it existed (their content without the key), and setting it changes the digest."""
+    import hashlib
+    import json
+
+    from experiments.variants import config_digest
+
+    for name in ("quick", "study"):
+        config = load_config(name)
+        before = config.model_dump(mode="json")
+        for variant in before["variants"]:
+            del variant["explanation_samples"]
+        assert config_digest(config) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    plain = load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP}\n"))
+    sampled = load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP, explanation_samples: 4}\n"))
+    assert config_digest(plain) != config_digest(sampled)

@@ -121,3 +121,47 @@ def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monk
     assert mlflow.get_run(parent.info.run_id).info.status == "FINISHED"
     # a finished config is not reopened: a repeat is a new parent run
     assert run_variants(config, uri=uri)["parent_run_id"] != parent.info.run_id
+
+
+SAMPLED = """
+name: sampled
+lm: local:smollm2-135m
+data: {source: sst2, train_n: 0, dev_n: 0, test_n: 1}
+measure: {faithfulness_n: 0}
+variants:
+  - {program: EP, format: polarity, explanation_samples: 2}
+"""
+
+
+def test_a_variant_reading_its_label_over_sampled_explanations_runs_and_loads_back(tmp_path, monkeypatch):
+    """The config key reaches the program, its MLflow run and the program loaded back from that run."""
+    require_shared("sst2", "validation.jsonl")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sampled.yaml").write_text(SAMPLED)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    result = run_variants(load_config(tmp_path / "sampled.yaml"), uri=uri)
+
+    import dspy
+    import mlflow
+
+    from experiments.variants import load_program, variant_of
+    from programs.lean_adapter import LeanAdapter
+    from programs.lm import make_lm
+    from programs.readout import to_answer
+
+    runs = mlflow.search_runs(experiment_names=["selfx-sampled"], output_format="list")
+    child = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"]][0]
+    assert child.data.params["explanation_samples"] == "2"
+    assert "over 2 sampled explanations" in child.data.tags["mlflow.note.content"]
+    variant = variant_of(child.data.params)
+    assert variant.name.endswith("-2samples")
+    program = load_program(variant, child.info.run_id)
+    assert program.explanation_samples == 2
+    table = json.load(open(mlflow.MlflowClient(uri).download_artifacts(child.info.run_id, "examples.json",
+                                                                        str(tmp_path))))
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    with dspy.context(lm=make_lm("local:smollm2-135m", cache=False), adapter=LeanAdapter()):
+        again = to_answer(program(review=rows[0]["review"]))
+    assert again.label == rows[0]["prediction"]
+    assert json.loads(rows[0]["p_positive"])["logprob"] == pytest.approx(again.p_positive["logprob"], abs=1e-4)
