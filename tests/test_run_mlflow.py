@@ -83,13 +83,17 @@ variants:
 """
 
 
-def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monkeypatch):
+def _tracked_config(tmp_path, monkeypatch, name, text):
+    """A config written to ``tmp_path`` (the working directory) and an MLflow store there."""
     require_shared("sst2", "validation.jsonl")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "resumable.yaml").write_text(RESUMABLE)
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / f"{name}.yaml").write_text(text)
     (tmp_path / "mlruns").mkdir()
-    config = load_config(tmp_path / "resumable.yaml")
+    return load_config(tmp_path / f"{name}.yaml"), f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+
+
+def test_an_interrupted_run_resumes_keeping_its_finished_variants(tmp_path, monkeypatch):
+    config, uri = _tracked_config(tmp_path, monkeypatch, "resumable", RESUMABLE)
 
     import experiments.run as run_module
 
@@ -135,12 +139,8 @@ variants:
 
 def test_a_variant_reading_its_label_over_sampled_explanations_runs_and_loads_back(tmp_path, monkeypatch):
     """The config key reaches the program, its MLflow run and the program loaded back from that run."""
-    require_shared("sst2", "validation.jsonl")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "sampled.yaml").write_text(SAMPLED)
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
-    result = run_variants(load_config(tmp_path / "sampled.yaml"), uri=uri)
+    config, uri = _tracked_config(tmp_path, monkeypatch, "sampled", SAMPLED)
+    result = run_variants(config, uri=uri)
 
     import dspy
     import mlflow
