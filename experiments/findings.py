@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from experiments.config import Variant
 from metrics.stats import paired_accuracy
 from programs.signatures import RESTATED
 
@@ -66,8 +67,11 @@ def _program(program: str, row: Mapping[str, Any]) -> str:
     explanations its label was read (none before ``explanation_samples`` was recorded)."""
     restated = RESTATED in row.get("answer_fields", ())
     samples = row.get("explanation_samples") or 0
-    return (PROGRAMS.get(program, program) + (", review restated" if restated else "")
-            + (f", label over {samples} sampled explanations" if samples else ""))
+    return PROGRAMS.get(program, program) + (", review restated" if restated else "") + _label_over(samples)
+
+
+def _label_over(samples: int) -> str:
+    return f", label over {samples} sampled explanations" if samples else ""
 
 
 def self_explanations(folder: Path) -> str:
@@ -219,7 +223,8 @@ def _optimisations(folder: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _variant(v: Mapping[str, Any]) -> list[str]:
-    return [PROGRAMS.get(v["program"], v["program"]), v.get("format", "numeric"), str(v["demos"]),
+    program = PROGRAMS.get(v["program"], v["program"]) + _label_over(Variant(**v).label_samples)
+    return [program, v.get("format", "numeric"), str(v["demos"]),
             v["demo_source"] if v["demos"] else "-", v["decision"], v["optimizer"]]
 
 
@@ -248,11 +253,15 @@ def optimisation_dimensions(folder: Path) -> str:
     rows = []
     for name, r in _optimisations(folder):
         done = [t for t in r["trial_table"] if t["state"] == "COMPLETE" and t["variant"]]
-        for dimension in ("program", "format", "demos", "decision", "optimizer"):
-            # a top-k program has no format: counting it under one would credit the format with top-k's figures
-            used = [t for t in done if dimension != "format" or t["variant"]["program"] in ("PE", "EP")]
-            for value in sorted({str(t["variant"][dimension]) for t in used}):
-                group = [t["values"] for t in used if str(t["variant"][dimension]) == value]
+        sampled = any(Variant(**t["variant"]).label_samples for t in done)
+        for dimension in ("program", "format", "demos", "decision", "optimizer") + (("explanation_samples",)
+                                                                                      if sampled else ()):
+            # a program credits only the dimensions it uses: a top-k program has no format, only E-P reads its
+            # label over sampled explanations
+            used = [t for t in done if (dimension != "format" or t["variant"]["program"] in ("PE", "EP"))
+                    and (dimension != "explanation_samples" or t["variant"]["program"].startswith("EP"))]
+            for value in sorted({str(t["variant"].get(dimension, 0)) for t in used}):
+                group = [t["values"] for t in used if str(t["variant"].get(dimension, 0)) == value]
                 accuracy = [v[0] for v in group if abs(v[0]) != float("inf")]
                 comp = [v[1] for v in group if abs(v[1]) != float("inf")]
                 rows.append([f"`{name}`", dimension, PROGRAMS.get(value, value) if dimension == "program" else value,

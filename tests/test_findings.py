@@ -94,3 +94,25 @@ def test_programs_answered_on_the_same_sentences_are_compared_pair_by_pair(tmp_p
     assert "| 0.125 (4 / 0) | 1.000 | 0.750 | `pair.json` |" in line  # McNemar: 4 discordant pairs, A right in all
     (tmp_path / "pair.json").write_text(json.dumps({"P": row(right, 1.0), "EP": {**row(right, 1.0), "examples": []}}))
     assert "_not measured yet" in render("<!-- table: paired-programs -->\n<!-- end: paired-programs -->\n", tmp_path)
+
+
+def test_an_optimisation_over_explanation_samples_credits_only_e_p_with_them(tmp_path):
+    """Only E-P reads its label over sampled explanations: a P-E trial drawn with K > 0 is plain P-E, and the
+    dimension appears once a study searched it (studies before it keep their tables)."""
+    base = {"format": "polarity", "demos": 4, "demo_source": "occlusion", "decision": "batch", "optimizer": "none"}
+    trials = [({"program": "EP", "explanation_samples": 4}, [0.85, 0.04]),
+              ({"program": "EP", "explanation_samples": 0}, [0.80, 0.05]),
+              ({"program": "PE", "explanation_samples": 4}, [0.90, 0.06])]
+    result = {"wall_seconds": 60, "pareto": [], "held_out": {},
+              "trial_table": [{"number": i, "state": "COMPLETE", "values": values, "variant": {**base, **v},
+                               "seconds": 60.0} for i, (v, values) in enumerate(trials)]}
+    (tmp_path / "s_optimize.json").write_text(json.dumps(result))
+    text = "".join(f"<!-- table: {t} -->\n<!-- end: {t} -->\n"
+                   for t in ("optimisation-trials", "optimisation-dimensions"))
+    fresh = render(text, tmp_path)
+    assert "| 0 | E-P, label over 4 sampled explanations | polarity |" in fresh
+    assert "| 2 | P-E | polarity |" in fresh
+    assert "| `s_optimize.json` | explanation_samples | 4 | 1 | 0.850 |" in fresh
+    assert "| `s_optimize.json` | explanation_samples | 0 | 1 | 0.800 |" in fresh  # the P-E trial is not counted
+    (tmp_path / "s_optimize.json").write_text(json.dumps({**result, "trial_table": result["trial_table"][1:2]}))
+    assert "explanation_samples" not in render(text, tmp_path)
