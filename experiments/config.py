@@ -18,7 +18,7 @@ from metrics.modes import MODES
 from programs.explainers import EXPLAINERS
 from programs.lm import supports_expected_values
 from programs.probe import PROBE_MODES
-from programs.self_explain import DECISIONS, PROGRAM_NAMES
+from programs.self_explain import DECISIONS, PROGRAM_NAMES, explains_first
 from programs.signatures import FORMATS
 from programs.types import InputError
 
@@ -79,7 +79,7 @@ class Variant(_Strict):
     def label_samples(self) -> int:
         """The explanation samples this variant's program reads its label over (what it uses of
         ``explanation_samples``)."""
-        return self.explanation_samples if self.program.startswith("EP") else 0
+        return self.explanation_samples if explains_first(self.program) else 0
 
     @property
     def name(self) -> str:

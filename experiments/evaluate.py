@@ -40,7 +40,14 @@ from programs.lean_adapter import default_adapter
 from programs.lm import check_value_mode, describe_lm, make_lm, parse_lm_spec
 from programs.probe import ProgramProbe
 from programs.probe_cache import ProbeCache
-from programs.self_explain import CONTENT_FREE, DECISIONS, PROGRAM_NAMES, SentimentProgram, label_log_odds
+from programs.self_explain import (
+    CONTENT_FREE,
+    DECISIONS,
+    PROGRAM_NAMES,
+    SentimentProgram,
+    explains_first,
+    label_log_odds,
+)
 from programs.types import LABELS, Example, InputError
 
 
@@ -175,7 +182,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
     for name in resolve_programs(programs):
         program = SentimentProgram(name, value_mode=value_mode, decision="generated" if decision == "all" else decision,
                                    format=format,
-                                   explanation_samples=explanation_samples if name.startswith("EP") else 0)
+                                   explanation_samples=explanation_samples if explains_first(name) else 0)
         if demos:
             with dspy.context(lm=lm, adapter=adapter):
                 program.predict.demos = build_demos(name, demos, lm=lm, source=demo_source, seed=demo_seed,

@@ -18,6 +18,7 @@ from typing import Any
 
 from experiments.config import Variant
 from metrics.stats import paired_accuracy
+from programs.self_explain import explains_first
 from programs.signatures import RESTATED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,7 +260,7 @@ def optimisation_dimensions(folder: Path) -> str:
             # a program credits only the dimensions it uses: a top-k program has no format, only E-P reads its
             # label over sampled explanations
             used = [t for t in done if (dimension != "format" or t["variant"]["program"] in ("PE", "EP"))
-                    and (dimension != "explanation_samples" or t["variant"]["program"].startswith("EP"))]
+                    and (dimension != "explanation_samples" or explains_first(t["variant"]["program"]))]
             for value in sorted({str(t["variant"].get(dimension, 0)) for t in used}):
                 group = [t["values"] for t in used if str(t["variant"].get(dimension, 0)) == value]
                 accuracy = [v[0] for v in group if abs(v[0]) != float("inf")]

@@ -29,6 +29,12 @@ DECISIONS = ("generated", "logprob", "contextual", "batch")
 CONTENT_FREE = ("N/A", "", "[MASK]")  # Zhao et al. (2021) contextual calibration inputs
 
 
+def explains_first(name: str) -> bool:
+    """Whether a program's label follows its explanation (E-P, full or top-k): only such a program can read its
+    label over sampled explanations."""
+    return name.startswith("EP")
+
+
 class SentimentProgram(dspy.Module):
     """Classify a review and (for P-E/E-P) explain it.
 
@@ -59,7 +65,7 @@ class SentimentProgram(dspy.Module):
             raise ValueError(f"value_mode must be sample or expected, got {value_mode!r}")
         if decision not in DECISIONS:
             raise ValueError(f"unknown decision rule {decision!r}; choose one of {list(DECISIONS)}")
-        if explanation_samples < 0 or (explanation_samples and not name.startswith("EP")):
+        if explanation_samples < 0 or (explanation_samples and not explains_first(name)):
             raise ValueError(f"explanation_samples must be 0, or a positive number for an E-P program (its label "
                              f"follows its explanation), got {explanation_samples} for {name}")
         self.name = name
