@@ -253,16 +253,17 @@ def optimisation_dimensions(folder: Path) -> str:
               "mean dev comprehensiveness", "best dev comprehensiveness"]
     rows = []
     for name, r in _optimisations(folder):
-        done = [t for t in r["trial_table"] if t["state"] == "COMPLETE" and t["variant"]]
-        sampled = any(Variant(**t["variant"]).label_samples for t in done)
+        # each trial's variant as the model reads it: a key a study predates takes the model's default
+        done = [(t, Variant(**t["variant"])) for t in r["trial_table"] if t["state"] == "COMPLETE" and t["variant"]]
+        sampled = any(v.label_samples for _, v in done)
         for dimension in ("program", "format", "demos", "decision", "optimizer") + (("explanation_samples",)
                                                                                       if sampled else ()):
             # a program credits only the dimensions it uses: a top-k program has no format, only E-P reads its
             # label over sampled explanations
-            used = [t for t in done if (dimension != "format" or t["variant"]["program"] in ("PE", "EP"))
-                    and (dimension != "explanation_samples" or explains_first(t["variant"]["program"]))]
-            for value in sorted({str(t["variant"].get(dimension, 0)) for t in used}):
-                group = [t["values"] for t in used if str(t["variant"].get(dimension, 0)) == value]
+            used = [(t, v) for t, v in done if (dimension != "format" or v.program in ("PE", "EP"))
+                    and (dimension != "explanation_samples" or explains_first(v.program))]
+            for value in sorted({str(getattr(v, dimension)) for _, v in used}):
+                group = [t["values"] for t, v in used if str(getattr(v, dimension)) == value]
                 accuracy = [v[0] for v in group if abs(v[0]) != float("inf")]
                 comp = [v[1] for v in group if abs(v[1]) != float("inf")]
                 rows.append([f"`{name}`", dimension, PROGRAMS.get(value, value) if dimension == "program" else value,

@@ -195,9 +195,9 @@ def _bare_program(variant: Variant) -> SentimentProgram:
 
 
 def variant_of(params: dict[str, str]) -> Variant:
-    """The variant a run's params describe (a run logged before a field existed takes its default)."""
-    return Variant(**{k: (int(params[k]) if k in ("demos", "explanation_samples") else params[k])
-                      for k in Variant.model_fields if k in params})
+    """The variant a run's params describe (a run logged before a field existed takes its default). MLflow keeps
+    params as strings: the model's own types convert them (lax validation), so no field list is kept here."""
+    return Variant.model_validate({k: params[k] for k in Variant.model_fields if k in params}, strict=False)
 
 
 def describe_variant(variant: Variant, program: SentimentProgram, lm: Any) -> str:
