@@ -120,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--demos", type=int, default=None,
                           help="few-shot demos: gold labels for P, teacher (own-occlusion) demos for P-E/E-P "
                                "(default: the embedded default setup's, 0 for API models)")
-    evaluate.add_argument("--demo-source", default="occlusion", choices=["occlusion", "self"],
-                          help="explanations in P-E/E-P demos: the model's own occlusion (default) or its own "
-                               "bootstrapped self-explanations")
+    evaluate.add_argument("--demo-source", default="occlusion", choices=["occlusion", "lexicon", "self"],
+                          help="explanations in P-E/E-P demos: the model's own occlusion (default), a human word "
+                               "lexicon's valences (VADER) or its own bootstrapped self-explanations")
     evaluate.add_argument("--explanation-samples", type=int, default=0, metavar="K",
                           help="E-P on embedded models: read the label as the mean of its log-odds after K "
                                "explanations sampled at temperature 1 (self-consistency; K + 1 decodes a review; "

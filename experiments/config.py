@@ -31,7 +31,7 @@ Decision = Literal[DECISIONS]  # type: ignore[valid-type]
 ValueMode = Literal["sample", "expected"]
 Format = Literal[FORMATS]  # type: ignore[valid-type]
 Adapter = Literal["lean", "json", "chat"]
-DemoSource = Literal["occlusion", "self"]
+DemoSource = Literal["occlusion", "lexicon", "self"]
 Optimizer = Literal["none", "bootstrap", "random-search", "mipro", "gepa"]
 OptimizerMetric = Literal["accuracy", "comprehensiveness", "combined"]
 # what a trial measures on the dev slice (ERASER bins: about 10 probe texts per sentence, affordable per trial)

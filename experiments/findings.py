@@ -26,6 +26,7 @@ FINDINGS = ROOT / "docs" / "findings.md"
 MEASUREMENTS = ROOT / "docs" / "measurements"
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 PROGRAMS = {"P": "P", "PE": "P-E", "EP": "E-P", "PE-topk": "P-E top-k", "EP-topk": "E-P top-k"}
+DEMO_SOURCE_NAMES = {"occlusion": "teacher", "self": "own answers", "lexicon": "lexicon"}
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -64,11 +65,14 @@ def _data(row: Mapping[str, Any]) -> str:
 
 def _program(program: str, row: Mapping[str, Any]) -> str:
     """The program's name, whether its answer restates the review before the label (E-P since that field
-    exists; files written before evaluate recorded ``answer_fields`` predate it) and over how many sampled
-    explanations its label was read (none before ``explanation_samples`` was recorded)."""
+    exists; files written before evaluate recorded ``answer_fields`` predate it), over how many sampled
+    explanations its label was read (none before ``explanation_samples`` was recorded) and where its demos'
+    explanations came from when not from the teacher (the default)."""
     restated = RESTATED in row.get("answer_fields", ())
     samples = row.get("explanation_samples") or 0
-    return PROGRAMS.get(program, program) + (", review restated" if restated else "") + _label_over(samples)
+    source = row.get("demo_source") or "occlusion"
+    return (PROGRAMS.get(program, program) + (", review restated" if restated else "") + _label_over(samples)
+            + (f", {DEMO_SOURCE_NAMES[source]} demos" if source not in ("occlusion", "label") else ""))
 
 
 def _label_over(samples: int) -> str:
@@ -161,7 +165,7 @@ def answer_formats(folder: Path) -> str:
         demos = re.search(r"(\d+)demos", path.stem)
         for line in path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            source = {"occlusion": "teacher", "self": "own answers"}[r.get("demo_source", "occlusion")]
+            source = DEMO_SOURCE_NAMES[r.get("demo_source", "occlusion")]
             rows.append([demos.group(1) if demos else "?", source, str(r["n"]), styles.get(r["style"], r["style"]),
                          grids.get(r["grid"], r["grid"]), _num(r["batch_accuracy"]), _num(r["auc"]),
                          _num(r["s_per_review"], 2), _num(r["answer_tokens"], 1)])

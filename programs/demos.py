@@ -9,13 +9,17 @@
   prediction-only program with the other k - 1 reviews as gold-labelled demos (leave-one-out, so a
   review never sees itself), read at its label slot and cached;
 - ``self`` (bootstrapped): the program's own zero-shot explanations of those reviews, kept only
-  where its label was right (DSPy's bootstrapping idea, without an optimiser).
+  where its label was right (DSPy's bootstrapping idea, without an optimiser);
+- ``lexicon``: the same reviews whose words carry their sentiment in a human-rated word lexicon (VADER's
+  valences, -4 .. 4, scaled by 1/4 to the explanation's [-1, 1]; words it does not rate are 0): sparse, and
+  predictable from the word itself, where occlusion teacher words are neither. No model is asked.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import dspy
@@ -27,7 +31,7 @@ from programs.probe_cache import ProbeCache
 from programs.signatures import signature, with_restatement
 from programs.types import LABELS, Example, InputError, topk_size
 
-DEMO_SOURCES = ("label", "occlusion", "self")
+DEMO_SOURCES = ("label", "occlusion", "self", "lexicon")
 DEMO_CONFIDENCE = 0.9
 
 
@@ -53,8 +57,8 @@ def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion"
     examples = pick_examples(k, seed=seed)
     if program_name == "P":
         return make_demos("P", examples, source="label")
-    if source == "self":
-        return make_demos(program_name, examples, source="self", format=format)
+    if source in ("self", "lexicon"):
+        return make_demos(program_name, examples, source=source, format=format)
     from programs.probe import ProgramProbe
     from programs.self_explain import SentimentProgram
 
@@ -70,14 +74,14 @@ def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion"
 
 def make_demos(program_name: str, examples: Sequence[Example], *, source: str = "label",
                probe: Probe | None = None, format: str = "numeric") -> list[dspy.Example]:
-    """Demos for a program. Explaining programs need ``source="occlusion"`` and a probe. In the ``polarity``
-    format a teacher value becomes ``positive`` (scaled occlusion >= 0.25), ``negative`` (<= -0.25) or
-    ``neutral``."""
+    """Demos for a program. Explaining programs need ``source="occlusion"`` and a probe, ``"lexicon"`` or
+    ``"self"``. In the ``polarity`` format a teacher value becomes ``positive`` (scaled value >= 0.25),
+    ``negative`` (<= -0.25) or ``neutral``."""
     if source not in DEMO_SOURCES:
         raise ValueError(f"unknown demo source {source!r}; choose one of {list(DEMO_SOURCES)}")
     explaining = program_name != "P"
     if explaining and source == "label":
-        raise ValueError(f"{program_name} demos need explanations: use source 'occlusion' or 'self'")
+        raise ValueError(f"{program_name} demos need explanations: use source 'occlusion', 'lexicon' or 'self'")
     if explaining and source == "occlusion" and probe is None:
         raise ValueError("teacher demos need a probe to compute the model's own occlusion")
     if source == "self":
@@ -88,19 +92,39 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
         fields = {"review": example.text, "label": LABELS[example.label], "confidence": DEMO_CONFIDENCE}
         if explaining:
             tokens = list(example.tokens)
-            values = [v if v is not None else 0.0 for v in occlusion.explain(tokens, probe).values]
-            scale = max((abs(v) for v in values), default=0.0) or 1.0
+            if source == "lexicon":
+                valences = lexicon_valences()
+                values = [valences.get(t, 0.0) for t in tokens]
+                scale = 4.0
+            else:
+                values = [v if v is not None else 0.0 for v in occlusion.explain(tokens, probe).values]
+                scale = max((abs(v) for v in values), default=0.0) or 1.0
             scaled = [round(v / scale, 1) + 0.0 for v in values]
             if program_name.endswith("topk"):
                 k = topk_size(len(tokens))
-                order = sorted(range(len(tokens)), key=lambda i: -values[i])
-                distinct = list(dict.fromkeys(tokens[i] for i in order))
+                # the k most significant words, from the most positive to the most negative (the top-k prompt's
+                # order): occlusion's most significant are its largest effects, a lexicon's its strongest valences
+                # of either sign
+                strength = [abs(v) for v in values] if source == "lexicon" else values
+                order = sorted(range(len(tokens)), key=lambda i: -strength[i])
+                value = {}
+                for i in order:
+                    value.setdefault(tokens[i], values[i])
+                distinct = sorted(list(value)[:k], key=lambda t: -value[t])
                 fields.update(k=k, top_words=distinct[:k])
             else:
                 fields["explanation"] = [[t, polarity(v) if format == "polarity" else v]
                                          for t, v in zip(tokens, scaled, strict=True)]
         demos.append(_demo(program_name, format, fields))
     return demos
+
+
+@cache
+def lexicon_valences() -> dict[str, float]:
+    """VADER's human-rated word valences (-4 .. 4; Hutto and Gilbert 2014), read once from the package."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return dict(SentimentIntensityAnalyzer().lexicon)
 
 
 def _demo(program_name: str, format: str, fields: dict[str, Any]) -> dspy.Example:

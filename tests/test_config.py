@@ -107,3 +107,13 @@ def test_config_digests_ignore_an_unset_later_field(tmp_path):
     plain = load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP}\n"))
     sampled = load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP, explanation_samples: 4}\n"))
     assert config_digest(plain) != config_digest(sampled)
+
+
+def test_lexicon_demos_are_a_demo_source_of_configs_and_the_search_space(tmp_path):
+    path = write(tmp_path, "name: x\nvariants:\n  - {program: PE, format: polarity, demos: 16, demo_source: lexicon}\n"
+                           "search: {space: {demo_source: [occlusion, lexicon]}}\n")
+    config = load_config(path)
+    assert config.variants[0].name == "PE-polarity-16demos-lexicon-generated-expected-lean"
+    assert config.search.space["demo_source"] == ("occlusion", "lexicon")
+    with pytest.raises(ConfigError, match="demo_source: 'thesaurus' is not allowed"):
+        load_config(write(tmp_path, "name: x\nvariants:\n  - {program: PE, demo_source: thesaurus}\n"))

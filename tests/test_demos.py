@@ -1,8 +1,8 @@
-"""Teacher demos carry the probe's occlusion values."""
+"""Teacher demos carry the probe's occlusion values; lexicon demos the words' rated sentiment."""
 
 import pytest
 
-from programs.demos import make_demos, pick_examples
+from programs.demos import build_demos, make_demos, pick_examples
 from programs.types import Example
 from tests.conftest import require_shared
 from tests.test_explainers import ToyProbe
@@ -28,3 +28,23 @@ def test_demo_examples_are_balanced_and_seeded():
     chosen = pick_examples(8, seed=1)
     assert sum(e.label for e in chosen) == 4 and all(len(e.tokens) <= 14 for e in chosen)
     assert [e.id for e in chosen] == [e.id for e in pick_examples(8, seed=1)]
+
+
+def test_lexicon_demos_carry_the_words_rated_sentiment():
+    # VADER rates "great" 3.1 and "dull" -1.7 (of -4 .. 4); "acting" and "film" are unrated
+    review = [Example("a", "great acting , dull film", 1)]
+    numeric = make_demos("PE", review, source="lexicon")[0]
+    assert numeric.explanation == [["great", 0.8], ["acting", 0.0], [",", 0.0], ["dull", -0.4], ["film", 0.0]]
+    polarity = make_demos("EP", review, source="lexicon", format="polarity")[0]
+    assert [v for _, v in polarity.explanation] == ["positive", "neutral", "neutral", "negative", "neutral"]
+    assert polarity.restated_review == "great acting , dull film" and polarity.label == "positive"
+    # top-k: the strongest valences of either sign, most positive first; repeated words once
+    topk = make_demos("PE-topk", [Example("b", "dull , dull and great , not bad at all", 0)], source="lexicon")[0]
+    assert topk.k == 2 and topk.top_words == ["great", "bad"]
+
+
+def test_lexicon_demos_ask_no_model():
+    require_shared("sst2", "train.jsonl")
+    demos = build_demos("PE", 4, lm=None, source="lexicon", format="polarity")
+    assert [d.review for d in demos] == [e.text for e in pick_examples(4)]
+    assert all(len(d.explanation) == len(d.review.split()) for d in demos)

@@ -28,6 +28,10 @@ def test_a_new_measurement_changes_its_table_and_nothing_else(tmp_path):
                            "| 0.050 [n/a, n/a] | 0.400")
     assert "0.150 [0.020, 0.280], p 0.010" in line and "| 0.50 |" in line  # self / occlusion
     assert render(fresh, tmp_path) == fresh
+    # a program whose demos' words came from the lexicon is named so; teacher demos (the default) are not
+    (tmp_path / "y.json").write_text(json.dumps({"PE": {**row, "demo_source": "lexicon"}}))
+    lines = render(text, tmp_path).splitlines()
+    assert "| P-E | polarity |" in lines[4] and "| P-E, lexicon demos | polarity |" in lines[5]
 
 
 def test_an_optimisation_renders_its_trials_dimensions_and_held_out_comparison(tmp_path):
