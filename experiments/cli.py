@@ -18,6 +18,7 @@ from experiments import screens
 from experiments.config import (
     DEFAULT_CONCURRENCY,
     Decision,
+    DemoSource,
     Format,
     MeasureConfig,
     Mode,
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--demos", type=int, default=None,
                           help="few-shot demos: gold labels for P, teacher (own-occlusion) demos for P-E/E-P "
                                "(default: the embedded default setup's, 0 for API models)")
-    evaluate.add_argument("--demo-source", default="occlusion", choices=["occlusion", "lexicon", "self"],
+    evaluate.add_argument("--demo-source", default="occlusion", choices=choices(DemoSource),
                           help="explanations in P-E/E-P demos: the model's own occlusion (default), a human word "
                                "lexicon's valences (VADER) or its own bootstrapped self-explanations")
     evaluate.add_argument("--explanation-samples", type=int, default=0, metavar="K",

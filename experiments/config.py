@@ -15,6 +15,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from metrics.modes import MODES
+from programs.demos import EXPLANATION_SOURCES
 from programs.explainers import EXPLAINERS
 from programs.lm import supports_expected_values
 from programs.probe import PROBE_MODES
@@ -31,7 +32,7 @@ Decision = Literal[DECISIONS]  # type: ignore[valid-type]
 ValueMode = Literal["sample", "expected"]
 Format = Literal[FORMATS]  # type: ignore[valid-type]
 Adapter = Literal["lean", "json", "chat"]
-DemoSource = Literal["occlusion", "lexicon", "self"]
+DemoSource = Literal[EXPLANATION_SOURCES]  # type: ignore[valid-type]
 Optimizer = Literal["none", "bootstrap", "random-search", "mipro", "gepa"]
 OptimizerMetric = Literal["accuracy", "comprehensiveness", "combined"]
 # what a trial measures on the dev slice (ERASER bins: about 10 probe texts per sentence, affordable per trial)

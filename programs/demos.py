@@ -31,7 +31,9 @@ from programs.probe_cache import ProbeCache
 from programs.signatures import signature, with_restatement
 from programs.types import LABELS, Example, InputError, topk_size
 
-DEMO_SOURCES = ("label", "occlusion", "self", "lexicon")
+# where an explaining program's demos get their explanations (P's demos are gold labels only)
+EXPLANATION_SOURCES = ("occlusion", "lexicon", "self")
+DEMO_SOURCES = ("label", *EXPLANATION_SOURCES)
 DEMO_CONFIDENCE = 0.9
 
 
@@ -110,8 +112,7 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
                 value = {}
                 for i in order:
                     value.setdefault(tokens[i], values[i])
-                distinct = sorted(list(value)[:k], key=lambda t: -value[t])
-                fields.update(k=k, top_words=distinct[:k])
+                fields.update(k=k, top_words=sorted(list(value)[:k], key=lambda t: -value[t]))
             else:
                 fields["explanation"] = [[t, polarity(v) if format == "polarity" else v]
                                          for t, v in zip(tokens, scaled, strict=True)]
