@@ -26,6 +26,7 @@ FINDINGS = ROOT / "docs" / "findings.md"
 MEASUREMENTS = ROOT / "docs" / "measurements"
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 PROGRAMS = {"P": "P", "PE": "P-E", "EP": "E-P", "PE-topk": "P-E top-k", "EP-topk": "E-P top-k"}
+SHARE = "comprehensiveness_bins_share_of_occlusion"
 DEMO_SOURCE_NAMES = {"occlusion": "teacher", "self": "own answers", "lexicon": "lexicon"}
 
 
@@ -89,13 +90,15 @@ def self_explanations(folder: Path) -> str:
         if "comprehensiveness_bins" not in r:
             continue
         occlusion = r.get("occlusion_comprehensiveness_bins")
-        share = r["comprehensiveness_bins"] / occlusion if occlusion else None
+        # with its paired CI since evaluate reports it; older files give the point share only
+        share = (_ci(r, SHARE, 2) if r.get(SHARE) is not None
+                 else _num(r["comprehensiveness_bins"] / occlusion if occlusion else None, 2))
         rows.append([r["model"], _data(r), _program(program, r), r["format"], str(r["n"]), _num(r["accuracy"]),
                      _ci(r, "comprehensiveness_bins"), _ci(r, "random_comprehensiveness_bins"),
                      _ci(r, "occlusion_comprehensiveness_bins"), _ci(r, "lime_comprehensiveness_bins"),
                      _ci(r, "comprehensiveness_bins_vs_random")
                      + f", p {_num(r.get('comprehensiveness_bins_vs_random_p_value'))}",
-                     _ci(r, "comprehensiveness_bins_vs_occlusion"), _num(share, 2),
+                     _ci(r, "comprehensiveness_bins_vs_occlusion"), share,
                      _ci(r, "spearman_vs_occlusion"), _num(r["seconds_per_example_median"], 2),
                      r.get("probe_reading", "n/a"), f"`{stem}.json`"])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"

@@ -29,7 +29,7 @@ from metrics.faithfulness import (
 )
 from metrics.modes import MetricMode
 from metrics.quality import nondegenerate
-from metrics.stats import mean_ci, paired_difference
+from metrics.stats import mean_ci, paired_difference, paired_ratio
 from programs.explainers import explainer
 from programs.perturb import perturb
 from programs.probe import Probe
@@ -287,7 +287,8 @@ def faithfulness_summary(records: Sequence[Mapping[str, Any]], *, seed: int = 0)
 def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | None]]], *, seed: int = 0,
                              metric: str = "comprehensiveness_bins") -> dict[str, Any]:
     """Self minus each baseline (random, occlusion) on the same sentences: the paired mean difference of
-    ``metric`` with its bootstrap CI and permutation p-value, as ``<metric>_vs_<baseline>`` keys."""
+    ``metric`` with its bootstrap CI and permutation p-value, as ``<metric>_vs_<baseline>`` keys; and self as a
+    share of occlusion (the ratio of their means, paired CI), as ``<metric>_share_of_occlusion``."""
     out: dict[str, Any] = {}
     for baseline in ("random", "occlusion"):
         if baseline not in rows:
@@ -297,6 +298,12 @@ def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | No
         key = f"{metric}_vs_{baseline}"
         out.update({key: diff["difference"], f"{key}_ci_low": diff["ci_low"], f"{key}_ci_high": diff["ci_high"],
                     f"{key}_p_value": diff["p_value"], f"{key}_n": diff["n"]})
+    if "occlusion" in rows:
+        share = paired_ratio([r.get(metric) for r in rows["self"]], [r.get(metric) for r in rows["occlusion"]],
+                             seed=seed)
+        key = f"{metric}_share_of_occlusion"
+        out.update({key: share["ratio"], f"{key}_ci_low": share["ci_low"], f"{key}_ci_high": share["ci_high"],
+                    f"{key}_n": share["n"]})
     return out
 
 

@@ -89,6 +89,30 @@ def paired_difference(values_a: Sequence[float | None], values_b: Sequence[float
     return {"difference": diff, "ci_low": low, "ci_high": high, "p_value": min(1.0, p), "n": int(len(a))}
 
 
+def _ratio_of_means(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(a, axis=axis) / np.mean(b, axis=axis)
+
+
+def paired_ratio(values_a: Sequence[float | None], values_b: Sequence[float | None], *, seed: int = 0,
+                 confidence: float = 0.95) -> dict[str, float | None]:
+    """Mean of a over mean of b on the sentences where both exist (a's size as a share of b's), with a paired
+    percentile bootstrap CI; None when b's mean is not positive.
+
+    >>> r = paired_ratio([0.1, 0.3, 0.2, 0.2, None], [0.4, 0.5, 0.3, 0.6, 0.2])
+    >>> round(r["ratio"], 3), r["ci_low"] < r["ratio"] < r["ci_high"], r["n"]
+    (0.444, True, 4)
+    """
+    pairs = np.asarray([(x, y) for x, y in zip(values_a, values_b, strict=True)
+                        if x is not None and y is not None], float)
+    if len(pairs) < 2 or np.mean(pairs[:, 1]) <= 0:
+        return {"ratio": None, "ci_low": None, "ci_high": None, "n": len(pairs)}
+    a, b = pairs[:, 0], pairs[:, 1]
+    boot = stats.bootstrap((a, b), _ratio_of_means, paired=True, vectorized=True, n_resamples=N_RESAMPLES,
+                           confidence_level=confidence, method="percentile", random_state=np.random.default_rng(seed))
+    return {"ratio": float(np.mean(a) / np.mean(b)), "ci_low": float(boot.confidence_interval.low),
+            "ci_high": float(boot.confidence_interval.high), "n": int(len(a))}
+
+
 def paired_accuracy(correct_a: Sequence[float | None], correct_b: Sequence[float | None], *,
                     seed: int = 0) -> dict[str, float | int | None]:
     """Accuracy a - b on the sentences both answered (1.0 right, 0.0 wrong, None unanswered): the paired

@@ -121,6 +121,9 @@ def test_self_is_compared_with_random_and_occlusion_on_the_same_sentences():
         assert out[f"{key}_n"] == 3
         assert out[key] == pytest.approx(out["comprehensiveness_bins"] - out[f"{baseline}_comprehensiveness_bins"])
     assert out["comprehensiveness_bins_vs_random"] > 0
+    share = "comprehensiveness_bins_share_of_occlusion"
+    assert out[share] == pytest.approx(out["comprehensiveness_bins"] / out["occlusion_comprehensiveness_bins"])
+    assert out[f"{share}_ci_low"] <= out[share] <= out[f"{share}_ci_high"] and out[f"{share}_n"] == 3
 
 
 def test_shards_of_a_run_give_the_whole_runs_faithfulness():
