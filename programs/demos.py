@@ -10,15 +10,17 @@
   review never sees itself), read at its label slot and cached;
 - ``self`` (bootstrapped): the program's own zero-shot explanations of those reviews, kept only
   where its label was right (DSPy's bootstrapping idea, without an optimiser);
-- ``lexicon``: the same reviews whose words carry their sentiment in a human-rated word lexicon (VADER's
-  valences, -4 .. 4, scaled by 1/4 to the explanation's [-1, 1]; words it does not rate are 0): sparse, and
-  predictable from the word itself, where occlusion teacher words are neither. No model is asked.
+- ``lexicon``: reviews whose words carry their sentiment in a human-rated word lexicon (VADER's valences, -4 .. 4,
+  scaled by 1/4 to the explanation's [-1, 1]; words it does not rate are 0): sparse, and predictable from the word
+  itself, where occlusion teacher words are neither. The reviews are drawn only from those where the lexicon marks
+  a word toward the gold label (VADER misses many review words, e.g. "listless" or "uplifting", and a demo whose
+  sentiment words are all marked neutral teaches the model to mark none). No model is asked.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -35,13 +37,17 @@ from programs.types import LABELS, Example, InputError, topk_size
 EXPLANATION_SOURCES = ("occlusion", "lexicon", "self")
 DEMO_SOURCES = ("label", *EXPLANATION_SOURCES)
 DEMO_CONFIDENCE = 0.9
+LEXICON_SCALE = 4.0  # VADER's valences span -4 .. 4
 
 
-def pick_examples(k: int, *, seed: int = 0, data: str = "sst2", max_tokens: int = 14) -> list[Example]:
-    """k short training reviews, half positive and half negative, in a seeded order."""
+def pick_examples(k: int, *, seed: int = 0, data: str = "sst2", max_tokens: int = 14,
+                  keep: Callable[[Example], bool] | None = None) -> list[Example]:
+    """k short training reviews (of those ``keep`` accepts, if given), half positive and half negative, in a seeded
+    order."""
     if k < 0:
         raise InputError(f"the number of demos must be >= 0, got {k}")
-    pool = [e for e in load_examples(data, split="train") if len(e.tokens) <= max_tokens]
+    pool = [e for e in load_examples(data, split="train")
+            if len(e.tokens) <= max_tokens and (keep is None or keep(e))]
     rng = random.Random(seed)
     rng.shuffle(pool)
     positives = [e for e in pool if e.label == 1][: (k + 1) // 2]
@@ -56,9 +62,9 @@ def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion"
     """k demos for a program: gold labels for P; for explaining programs, teacher demos (the model's own
     occlusion through a cached logprob probe) or bootstrapped self-explanations (``source="self"``, run
     under the caller's ``dspy.context``)."""
-    examples = pick_examples(k, seed=seed)
     if program_name == "P":
-        return make_demos("P", examples, source="label")
+        return make_demos("P", pick_examples(k, seed=seed), source="label")
+    examples = pick_examples(k, seed=seed, keep=lexicon_supports_label if source == "lexicon" else None)
     if source in ("self", "lexicon"):
         return make_demos(program_name, examples, source=source, format=format)
     from programs.probe import ProgramProbe
@@ -95,9 +101,8 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
         if explaining:
             tokens = list(example.tokens)
             if source == "lexicon":
-                valences = lexicon_valences()
-                values = [valences.get(t, 0.0) for t in tokens]
-                scale = 4.0
+                values = _valences(tokens)
+                scale = LEXICON_SCALE
             else:
                 values = [v if v is not None else 0.0 for v in occlusion.explain(tokens, probe).values]
                 scale = max((abs(v) for v in values), default=0.0) or 1.0
@@ -118,6 +123,18 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
                                          for t, v in zip(tokens, scaled, strict=True)]
         demos.append(_demo(program_name, format, fields))
     return demos
+
+
+def lexicon_supports_label(example: Example) -> bool:
+    """Whether the review's lexicon explanation marks a word toward its gold label (``polarity`` of the scaled
+    valence, the cut its demo's words get)."""
+    wanted = LABELS[example.label]
+    return any(polarity(round(v / LEXICON_SCALE, 1)) == wanted for v in _valences(example.tokens))
+
+
+def _valences(tokens: Sequence[str]) -> list[float]:
+    valences = lexicon_valences()
+    return [valences.get(t, 0.0) for t in tokens]
 
 
 @cache

@@ -2,7 +2,7 @@
 
 import pytest
 
-from programs.demos import build_demos, make_demos, pick_examples
+from programs.demos import build_demos, lexicon_supports_label, make_demos, pick_examples
 from programs.types import Example
 from tests.conftest import require_shared
 from tests.test_explainers import ToyProbe
@@ -43,8 +43,20 @@ def test_lexicon_demos_carry_the_words_rated_sentiment():
     assert topk.k == 2 and topk.top_words == ["great", "bad"]
 
 
+def test_lexicon_demo_reviews_have_a_word_for_their_label():
+    # "great" (3.1) is marked positive, "dull" (-1.7) negative, "okay" (0.9) neutral; "listless" is unrated
+    assert lexicon_supports_label(Example("a", "great acting , dull film", 1))
+    assert lexicon_supports_label(Example("a", "great acting , dull film", 0))
+    assert not lexicon_supports_label(Example("b", "great acting", 0))
+    assert not lexicon_supports_label(Example("c", "an okay , listless film", 0))
+
+
 def test_lexicon_demos_ask_no_model():
     require_shared("sst2", "train.jsonl")
-    demos = build_demos("PE", 4, lm=None, source="lexicon", format="polarity")
-    assert [d.review for d in demos] == [e.text for e in pick_examples(4)]
+    demos = build_demos("PE", 8, lm=None, source="lexicon", format="polarity")
+    assert [d.review for d in demos] == [e.text for e in pick_examples(8, keep=lexicon_supports_label)]
     assert all(len(d.explanation) == len(d.review.split()) for d in demos)
+    assert all(d.label in {v for _, v in d.explanation} for d in demos)
+    # the unfiltered draw has reviews without such a word, and P's gold-label demos are not filtered
+    assert not all(lexicon_supports_label(e) for e in pick_examples(8))
+    assert [d.review for d in build_demos("P", 8, lm=None, source="lexicon")] == [e.text for e in pick_examples(8)]
