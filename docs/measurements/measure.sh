@@ -39,7 +39,8 @@ run gemma_ep_polarity_restated_val20 evaluate --program EP --format polarity --f
 run gemma_programs_polarity_val200 evaluate --program P,PE,EP --format polarity --decision all --n 200
 # The restated E-P with its label read over 4 explanations sampled at temperature 1 (self-consistency), same 200
 run gemma_ep_polarity_restated_sc4_val200 evaluate --program EP --format polarity --explanation-samples 4 --decision all --n 200
-# P-E polarity whose demo words carry a human lexicon's sentiment (VADER) instead of the model's own occlusion
+# P-E polarity whose demo words carry a human lexicon's sentiment (VADER; demo reviews it marks toward their label)
+# instead of the model's own occlusion
 run gemma_pe_polarity_lexicon_val200 evaluate --program PE --format polarity --demo-source lexicon --faithfulness --n 200
 run gemma_pe_polarity_lexicon_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --faithfulness --n 100
 # Throughput (issue 24): side-by-side ratios in one process
