@@ -60,8 +60,9 @@ def pick_examples(k: int, *, seed: int = 0, data: str = "sst2", max_tokens: int 
 def build_demos(program_name: str, k: int, *, lm: Any, source: str = "occlusion", seed: int = 0,
                 cache: ProbeCache | None = None, format: str = "numeric") -> list[dspy.Example]:
     """k demos for a program: gold labels for P; for explaining programs, teacher demos (the model's own
-    occlusion through a cached logprob probe) or bootstrapped self-explanations (``source="self"``, run
-    under the caller's ``dspy.context``)."""
+    occlusion through a cached logprob probe), lexicon demos (``source="lexicon"``, on reviews the lexicon marks
+    toward their label; no model asked) or bootstrapped self-explanations (``source="self"``, run under the
+    caller's ``dspy.context``)."""
     if program_name == "P":
         return make_demos("P", pick_examples(k, seed=seed), source="label")
     examples = pick_examples(k, seed=seed, keep=lexicon_supports_label if source == "lexicon" else None)
