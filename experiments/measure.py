@@ -289,18 +289,17 @@ def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | No
     """Self minus each baseline (random, occlusion) on the same sentences: the paired mean difference of
     ``metric`` with its bootstrap CI and permutation p-value, as ``<metric>_vs_<baseline>`` keys; and self as a
     share of occlusion (the ratio of their means, paired CI), as ``<metric>_share_of_occlusion``."""
+    values = {kind: [r.get(metric) for r in kind_rows] for kind, kind_rows in rows.items()}
     out: dict[str, Any] = {}
     for baseline in ("random", "occlusion"):
-        if baseline not in rows:
+        if baseline not in values:
             continue
-        diff = paired_difference([r.get(metric) for r in rows["self"]], [r.get(metric) for r in rows[baseline]],
-                                 seed=seed)
+        diff = paired_difference(values["self"], values[baseline], seed=seed)
         key = f"{metric}_vs_{baseline}"
         out.update({key: diff["difference"], f"{key}_ci_low": diff["ci_low"], f"{key}_ci_high": diff["ci_high"],
                     f"{key}_p_value": diff["p_value"], f"{key}_n": diff["n"]})
-    if "occlusion" in rows:
-        share = paired_ratio([r.get(metric) for r in rows["self"]], [r.get(metric) for r in rows["occlusion"]],
-                             seed=seed)
+    if "occlusion" in values:
+        share = paired_ratio(values["self"], values["occlusion"], seed=seed)
         key = f"{metric}_share_of_occlusion"
         out.update({key: share["ratio"], f"{key}_ci_low": share["ci_low"], f"{key}_ci_high": share["ci_high"],
                     f"{key}_n": share["n"]})

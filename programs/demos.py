@@ -107,7 +107,7 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
             else:
                 values = [v if v is not None else 0.0 for v in occlusion.explain(tokens, probe).values]
                 scale = max((abs(v) for v in values), default=0.0) or 1.0
-            scaled = [round(v / scale, 1) + 0.0 for v in values]
+            scaled = [on_grid(v / scale) for v in values]
             if program_name.endswith("topk"):
                 k = topk_size(len(tokens))
                 # the k most significant words, from the most positive to the most negative (the top-k prompt's
@@ -130,7 +130,7 @@ def lexicon_supports_label(example: Example) -> bool:
     """Whether the review's lexicon explanation marks a word toward its gold label (``polarity`` of the scaled
     valence, the cut its demo's words get)."""
     wanted = LABELS[example.label]
-    return any(polarity(round(v / LEXICON_SCALE, 1)) == wanted for v in _valences(example.tokens))
+    return any(polarity(on_grid(v / LEXICON_SCALE)) == wanted for v in _valences(example.tokens))
 
 
 def _valences(tokens: Sequence[str]) -> list[float]:
@@ -150,6 +150,15 @@ def _demo(program_name: str, format: str, fields: dict[str, Any]) -> dspy.Exampl
     """A demo of the program's signature from its fields (E-P's restated review is the review)."""
     fields = with_restatement(signature(program_name, format), fields)
     return dspy.Example(**fields).with_inputs("review", *(["k"] if "k" in fields else []))
+
+
+def on_grid(value: float) -> float:
+    """A scaled explanation value on the decoder's 0.1 grid (no negative zero), as demos show it.
+
+    >>> on_grid(0.775), on_grid(-0.04), on_grid(0.25)
+    (0.8, 0.0, 0.2)
+    """
+    return round(value, 1) + 0.0
 
 
 def polarity(value: float, threshold: float = 0.25) -> str:
@@ -175,7 +184,7 @@ def _bootstrapped(program_name: str, examples: Sequence[Example], format: str) -
         if program_name.endswith("topk"):
             fields.update(k=prediction.top_k, top_words=list(prediction.top_words))
         elif program_name != "P":
-            fields["explanation"] = [[t, v if isinstance(v, str) else round(float(v), 1) + 0.0]
+            fields["explanation"] = [[t, v if isinstance(v, str) else on_grid(float(v))]
                                      for t, v in prediction.explanation]
         demos.append(_demo(program_name, format, fields))
     return demos
