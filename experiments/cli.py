@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--demo-source", default="occlusion", choices=choices(DemoSource),
                           help="explanations in P-E/E-P demos: the model's own occlusion (default), a human word "
                                "lexicon's valences (VADER) or its own bootstrapped self-explanations")
+    evaluate.add_argument("--demo-seed", type=int, default=0, metavar="S",
+                          help="which training reviews become the demos (a seeded draw; default 0): rerun with "
+                               "other seeds to see how much a figure owes to the draw")
     evaluate.add_argument("--explanation-samples", type=int, default=0, metavar="K",
                           help="E-P on embedded models: read the label as the mean of its log-odds after K "
                                "explanations sampled at temperature 1 (self-consistency; K + 1 decodes a review; "
@@ -264,7 +267,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       value_mode=args.value_mode or (DEFAULT_SETUP.value_mode if embedded else "sample"),
                       decision=args.decision or (DEFAULT_SETUP.decision if embedded else "generated"),
                       demos=args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0),
-                      demo_source=args.demo_source, explanation_samples=args.explanation_samples,
+                      demo_source=args.demo_source, demo_seed=args.demo_seed,
+                      explanation_samples=args.explanation_samples,
                       with_occlusion=args.with_occlusion, faithfulness=args.faithfulness, probe_mode=args.probe,
                       format=args.format,
                       lime_samples_per_token=args.lime_samples, concurrency=args.concurrency, shard=_shard(args.shard))

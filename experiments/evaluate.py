@@ -203,6 +203,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
         settings = {**describe_lm(lm), "data": data, "decision": decision, "value_mode": value_mode,
                     "format": format, "demos": demos, "explanation_samples": program.explanation_samples,
                     "demo_source": (demo_source if name != "P" else "label") if demos else None,
+                    "demo_seed": demo_seed if demos else None,
                     "answer_fields": list(program.predict.signature.output_fields)}
         if program.calibration:
             settings["calibration"] = program.calibration

@@ -67,13 +67,16 @@ def _data(row: Mapping[str, Any]) -> str:
 def _program(program: str, row: Mapping[str, Any]) -> str:
     """The program's name, whether its answer restates the review before the label (E-P since that field
     exists; files written before evaluate recorded ``answer_fields`` predate it), over how many sampled
-    explanations its label was read (none before ``explanation_samples`` was recorded) and where its demos'
-    explanations came from when not from the teacher (the default)."""
+    explanations its label was read (none before ``explanation_samples`` was recorded), where its demos'
+    explanations came from when not from the teacher (the default) and which draw of demos it had when not the
+    default's (seed 0; files written before ``demo_seed`` was recorded had seed 0)."""
     restated = RESTATED in row.get("answer_fields", ())
     samples = row.get("explanation_samples") or 0
     source = row.get("demo_source") or "occlusion"
+    seed = row.get("demo_seed") or 0
     return (PROGRAMS.get(program, program) + (", review restated" if restated else "") + _label_over(samples)
-            + (f", {DEMO_SOURCE_NAMES[source]} demos" if source not in ("occlusion", "label") else ""))
+            + (f", {DEMO_SOURCE_NAMES[source]} demos" if source not in ("occlusion", "label") else "")
+            + (f" (draw {seed})" if seed else ""))
 
 
 def _label_over(samples: int) -> str:

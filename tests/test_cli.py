@@ -31,6 +31,17 @@ def test_expected_values_on_an_api_model_are_refused_before_any_call(command, ca
     assert len(err) == 1 and "--value-mode sample" in err[0]
 
 
+def test_evaluate_passes_the_demo_draw_on(monkeypatch):
+    import experiments.evaluate
+
+    seen = {}
+    monkeypatch.setattr(experiments.evaluate, "evaluate", lambda programs, **settings: seen.update(settings) or {})
+    assert main(["--quiet", "evaluate", "--program", "PE", "--demo-source", "lexicon", "--demo-seed", "3"]) == 0
+    assert seen["demo_seed"] == 3 and seen["demo_source"] == "lexicon"
+    assert main(["--quiet", "evaluate", "--program", "PE"]) == 0
+    assert seen["demo_seed"] == 0
+
+
 @pytest.mark.model
 def test_check_lm_end_to_end_with_the_embedded_model(tmp_path):
     require_shared("sst2", "validation.jsonl")

@@ -32,6 +32,9 @@ def test_a_new_measurement_changes_its_table_and_nothing_else(tmp_path):
     (tmp_path / "y.json").write_text(json.dumps({"PE": {**row, "demo_source": "lexicon"}}))
     lines = render(text, tmp_path).splitlines()
     assert "| P-E | polarity |" in lines[4] and "| P-E, lexicon demos | polarity |" in lines[5]
+    # another draw of demos is named by its seed; the default draw (seed 0) is not
+    (tmp_path / "y.json").write_text(json.dumps({"PE": {**row, "demo_source": "lexicon", "demo_seed": 2}}))
+    assert "| P-E, lexicon demos (draw 2) | polarity |" in render(text, tmp_path).splitlines()[5]
     # the share of occlusion with its paired CI where evaluate reported one
     share = {"comprehensiveness_bins_share_of_occlusion": 0.5, "comprehensiveness_bins_share_of_occlusion_ci_low": 0.4,
              "comprehensiveness_bins_share_of_occlusion_ci_high": 0.62}
