@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import Variant
+from experiments.measure import paired_against_baselines
 from metrics.stats import paired_accuracy
 from programs.self_explain import explains_first
 from programs.signatures import RESTATED
@@ -105,6 +106,57 @@ def self_explanations(folder: Path) -> str:
                      _ci(r, "spearman_vs_occlusion"), _num(r["seconds_per_example_median"], 2),
                      r.get("probe_reading", "n/a"), f"`{stem}.json`"])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def demo_draws(folder: Path) -> str:
+    """One setup measured with several draws of its demos (``evaluate --demo-seed``) on the same sentences: each
+    draw's accuracy and share of own occlusion, and the figures of the draws taken together, each sentence's
+    comprehensiveness (self, random, occlusion) averaged over the draws before the paired comparison. The CIs
+    are over sentences for these draws; they do not treat the draws as a sample of all draws."""
+    groups: dict[tuple[Any, ...], list[tuple[str, dict[str, Any]]]] = {}
+    for stem, program, r in _evaluations(folder):
+        if "comprehensiveness_bins" in r and r.get("examples") and r.get("demos"):
+            setup = (r["model"], r.get("data", "sst2"), r["n"], program, r["format"], r["demos"],
+                     r.get("demo_source") or "occlusion", r.get("probe_reading"), r.get("explanation_samples"))
+            groups.setdefault(setup, []).append((stem, r))
+    header = ["model", "data", "program", "format", "n", "draws (demo seeds)", "accuracy by draw",
+              "self / occlusion by draw", "comprehensiveness (bins), mean over draws", "random", "occlusion",
+              "self - random (paired)", "self / occlusion", "files"]
+    rows = []
+    for (_, _, _, program, *_), runs in groups.items():
+        runs.sort(key=lambda run: run[1].get("demo_seed") or 0)
+        seeds = [run[1].get("demo_seed") or 0 for run in runs]
+        if len(set(seeds)) < 2:
+            continue
+        if len(set(seeds)) < len(seeds):
+            raise ValueError(f"{[stem for stem, _ in runs]}: the same draw measured twice; keep one file per draw")
+        ids = [e["id"] for e in runs[0][1]["examples"]]
+        if any([e["id"] for e in r["examples"]] != ids for _, r in runs):
+            raise ValueError(f"{[stem for stem, _ in runs]}: draws measured on different sentences")
+        mean = {kind: [{"comprehensiveness_bins": _mean_over_draws([r["examples"][i].get(kind) for _, r in runs])}
+                       for i in range(len(ids))] for kind in ("self", "random", "occlusion")}
+        pooled = paired_against_baselines(mean)
+        first = runs[0][1]
+        rows.append([first["model"], _data(first), _program(program, {**first, "demo_seed": 0}), first["format"],
+                     str(first["n"]), ", ".join(map(str, seeds)),
+                     ", ".join(_num(r["accuracy"]) for _, r in runs),
+                     ", ".join(_num(r.get(SHARE), 2) for _, r in runs),
+                     _num(_mean(mean["self"])), _num(_mean(mean["random"])), _num(_mean(mean["occlusion"])),
+                     _ci(pooled, "comprehensiveness_bins_vs_random")
+                     + f", p {_num(pooled.get('comprehensiveness_bins_vs_random_p_value'))}",
+                     _ci(pooled, SHARE, 2), ", ".join(f"`{stem}.json`" for stem, _ in runs)])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def _mean_over_draws(rows: list[Mapping[str, float | None] | None]) -> float | None:
+    """A sentence's comprehensiveness averaged over the draws; None unless every draw measured it."""
+    values = [row.get("comprehensiveness_bins") if row else None for row in rows]
+    return None if None in values else sum(values) / len(values)
+
+
+def _mean(rows: list[Mapping[str, float | None]]) -> float | None:
+    values = [r["comprehensiveness_bins"] for r in rows if r["comprehensiveness_bins"] is not None]
+    return sum(values) / len(values) if values else None
 
 
 def decision_rules(folder: Path) -> str:
@@ -314,6 +366,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "optimisation-held-out": optimisation_held_out,
     "scale-out": scale_out,
     "self-explanations": self_explanations,
+    "demo-draws": demo_draws,
     "decision-rules": decision_rules,
     "paired-programs": paired_programs,
     "answer-formats": answer_formats,

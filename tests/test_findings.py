@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from experiments.findings import FINDINGS, MEASUREMENTS, main, render
 
 
@@ -128,3 +130,28 @@ def test_an_optimisation_over_explanation_samples_credits_only_e_p_with_them(tmp
     assert "| `s_optimize.json` | explanation_samples | 0 | 1 | 0.800 |" in fresh  # the P-E trial is not counted
     (tmp_path / "s_optimize.json").write_text(json.dumps({**result, "trial_table": result["trial_table"][1:2]}))
     assert "explanation_samples" not in render(text, tmp_path)
+
+
+def test_draws_of_demos_are_pooled_sentence_by_sentence(tmp_path):
+    def draw(seed, self_values, share):
+        examples = [{"id": i, "self": {"comprehensiveness_bins": s}, "random": {"comprehensiveness_bins": 0.1},
+                     "occlusion": {"comprehensiveness_bins": 0.4}} for i, s in enumerate(self_values)]
+        row = {"model": "m", "data": "sst2", "format": "polarity", "n": 4, "demos": 16, "demo_source": "lexicon",
+               "demo_seed": seed, "accuracy": 0.75, "comprehensiveness_bins": sum(self_values) / 4,
+               "comprehensiveness_bins_share_of_occlusion": share, "examples": examples}
+        (tmp_path / f"draw{seed}.json").write_text(json.dumps({"PE": row}))
+
+    text = "<!-- table: demo-draws -->\n<!-- end: demo-draws -->\n"
+    draw(0, [0.2, 0.3, 0.2, 0.1], 0.5)
+    assert "_not measured yet" in render(text, tmp_path)  # one draw is not a comparison of draws
+    draw(1, [0.1, 0.1, 0.2, 0.1], 0.31)
+    line = render(text, tmp_path).splitlines()[3]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == "P-E, lexicon demos" and cells[5] == "0, 1" and cells[7] == "0.50, 0.31"
+    # each sentence averaged over the draws: self 0.1625, random 0.1, occlusion 0.4
+    assert cells[8:11] == ["0.163", "0.100", "0.400"]
+    assert cells[11].startswith("0.062 [") and cells[12].startswith("0.41 [")
+    assert cells[13] == "`draw0.json`, `draw1.json`"
+    (tmp_path / "again.json").write_text((tmp_path / "draw1.json").read_text())
+    with pytest.raises(ValueError, match="the same draw measured twice"):
+        render(text, tmp_path)
