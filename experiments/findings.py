@@ -117,7 +117,8 @@ def demo_draws(folder: Path) -> str:
     for stem, program, r in _evaluations(folder):
         if "comprehensiveness_bins" in r and r.get("examples") and r.get("demos"):
             setup = (r["model"], r.get("data", "sst2"), r["n"], program, r["format"], r["demos"],
-                     r.get("demo_source") or "occlusion", r.get("probe_reading"), r.get("explanation_samples"))
+                     r.get("demo_source") or "occlusion", r.get("decision"), r.get("value_mode"),
+                     r.get("probe_mode"), r.get("probe_reading"), r.get("explanation_samples"))
             groups.setdefault(setup, []).append((stem, r))
     header = ["model", "data", "program", "format", "n", "draws (demo seeds)", "accuracy by draw",
               "self / occlusion by draw", "comprehensiveness (bins), mean over draws", "random", "occlusion",
