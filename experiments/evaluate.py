@@ -286,8 +286,8 @@ def _shard(name: str, row: dict[str, Any]) -> dict[str, Any]:
 
 # The keys of a row that describe the run rather than summarise its examples.
 SETTINGS = ("backend", "model", "api_base", "data", "decision", "value_mode", "format", "demos", "demo_source",
-            "explanation_samples", "answer_fields", "calibration", "probe_mode", "probe_program", "probe_reading",
-            "probe_exact", "probe_fingerprint", "lime_samples_per_token", "content_free_odds")
+            "demo_seed", "explanation_samples", "answer_fields", "calibration", "probe_mode", "probe_program",
+            "probe_reading", "probe_exact", "probe_fingerprint", "lime_samples_per_token", "content_free_odds")
 
 
 def _settings(row: dict[str, Any]) -> dict[str, Any]:
