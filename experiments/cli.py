@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "  selfx evaluate --program PE,EP --faithfulness --n 50", _cmd_evaluate)
     _lm_args(evaluate)
     _data_args(evaluate, "sst2", 20)
+    evaluate.add_argument("--skip", type=int, default=0, metavar="N",
+                          help="leave out the first N sentences (default 0): e.g. --skip 200 --n 100 is a "
+                               "development slice apart from the first 200 held out")
     evaluate.add_argument("--program", default="all", help="P, PE, EP, PE-topk, EP-topk, a comma list, or all")
     _format_arg(evaluate)
     _value_mode_arg(evaluate)
@@ -263,7 +266,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from programs.lm import parse_lm_spec
 
     embedded = parse_lm_spec(args.lm, args.api_base).backend == "local"
-    report = evaluate(args.program, data=args.data, n=args.n, lm_spec=args.lm, api_base=args.api_base,
+    report = evaluate(args.program, data=args.data, n=args.n, skip=args.skip, lm_spec=args.lm, api_base=args.api_base,
                       value_mode=args.value_mode or (DEFAULT_SETUP.value_mode if embedded else "sample"),
                       decision=args.decision or (DEFAULT_SETUP.decision if embedded else "generated"),
                       demos=args.demos if args.demos is not None else (DEFAULT_SETUP.demos if embedded else 0),

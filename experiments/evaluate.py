@@ -148,22 +148,25 @@ def report_row(settings: dict[str, Any], records: Sequence[dict[str, Any]], tota
     return row
 
 
-def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec: str = "local",
+def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, skip: int = 0, lm_spec: str = "local",
              api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
              demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion", explanation_samples: int = 0,
              with_occlusion: bool = False, faithfulness: bool = False, probe_mode: str = "logprob",
              format: str = "numeric", lime_samples_per_token: int = 0, concurrency: int = 4,
              shard: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Run each program on the first ``n`` examples and summarise; ``faithfulness`` / ``with_occlusion`` measure
-    its explanations through its own probe (``probe_mode``), beside occlusion, random and (when
-    ``lime_samples_per_token`` > 0) LIME. ``shard=(K, N)``: only the K-th of N consecutive slices of those
-    examples, calibrated on all ``n`` (``selfx merge`` joins the N reports into the whole run's).
-    ``explanation_samples``: E-P programs read their label over that many sampled explanations (others ignore it)."""
+    """Run each program on ``n`` examples (the first, or those after the first ``skip``) and summarise;
+    ``faithfulness`` / ``with_occlusion`` measure its explanations through its own probe (``probe_mode``), beside
+    occlusion, random and (when ``lime_samples_per_token`` > 0) LIME. ``shard=(K, N)``: only the K-th of N
+    consecutive slices of those examples, calibrated on all ``n`` (``selfx merge`` joins the N reports into the
+    whole run's). ``explanation_samples``: E-P programs read their label over that many sampled explanations
+    (others ignore it)."""
     if explanation_samples < 0:
         raise InputError(f"--explanation-samples must be 0 or a positive number, got {explanation_samples}")
     if explanation_samples and parse_lm_spec(lm_spec, api_base).backend != "local":
         raise InputError("--explanation-samples needs an embedded model (--lm local...): an API's label cannot be "
                          "read after each sampled explanation here; leave it at 0")
+    if skip < 0:
+        raise InputError(f"--skip must be 0 or a positive number of sentences, got {skip}")
     if lime_samples_per_token < 0:
         raise InputError(f"--lime-samples must be 0 (no LIME) or a positive number, got {lime_samples_per_token}")
     if decision not in (*DECISIONS, "all"):
@@ -171,8 +174,11 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
     check_value_mode(lm_spec, api_base, value_mode)
     shard_bounds(n, shard)  # a bad --shard fails before anything is loaded
     # --data injected: the same reviews without their injection are answered too, to count flips
-    pairs = injected_pairs(n=n) if data == "injected" else None
-    examples = [a for _, a in pairs] if pairs else load_examples(data, split="validation", n=n)
+    pairs = injected_pairs(n=skip + n)[skip:] if data == "injected" else None
+    examples = ([a for _, a in pairs] if pairs is not None
+                else load_examples(data, split="validation", n=skip + n)[skip:])
+    if not examples:
+        raise InputError(f"--skip {skip} leaves no sentences of {data}: skip fewer than it has")
     clean = [c for c, _ in pairs] if pairs else None
     start, stop = shard_bounds(len(examples), shard)
     lm = make_lm(lm_spec, api_base=api_base, cache=False)
@@ -191,7 +197,8 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
             with dspy.context(lm=lm, adapter=adapter):
                 batch = clean or examples  # injected reviews do not get to move the calibration
                 program.calibrate([e.text for e in batch], batch_name=f"{'sst2' if clean else data}:validation"
-                                                                      f"[:{len(batch)}]", cache=cache)
+                                                                      f"[{skip or ''}:{skip + len(batch)}]",
+                                  cache=cache)
         part = examples[start:stop]
         ran = predict(program, part, lm, progress=progress.enabled(), threads=concurrency)
         records = example_records(part, ran)
@@ -200,7 +207,7 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, lm_spec:
             before = predict(program, clean[start:stop], lm, progress=progress.enabled(), threads=concurrency)
             for record, answer in zip(records, before.answers, strict=True):
                 record["clean_label"] = answer.label
-        settings = {**describe_lm(lm), "data": data, "decision": decision, "value_mode": value_mode,
+        settings = {**describe_lm(lm), "data": data, "skip": skip, "decision": decision, "value_mode": value_mode,
                     "format": format, "demos": demos, "explanation_samples": program.explanation_samples,
                     "demo_source": (demo_source if name != "P" else "label") if demos else None,
                     "demo_seed": demo_seed if demos else None,
@@ -285,7 +292,7 @@ def _shard(name: str, row: dict[str, Any]) -> dict[str, Any]:
 
 
 # The keys of a row that describe the run rather than summarise its examples.
-SETTINGS = ("backend", "model", "api_base", "data", "decision", "value_mode", "format", "demos", "demo_source",
+SETTINGS = ("backend", "model", "api_base", "data", "skip", "decision", "value_mode", "format", "demos", "demo_source",
             "demo_seed", "explanation_samples", "answer_fields", "calibration", "probe_mode", "probe_program",
             "probe_reading", "probe_exact", "probe_fingerprint", "lime_samples_per_token", "content_free_odds")
 

@@ -59,10 +59,11 @@ def _evaluations(folder: Path) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def _data(row: Mapping[str, Any]) -> str:
-    """Which sentences: the study's 100 (huang2023) or the first n of SST-2 validation (files written before
-    evaluate recorded ``data`` are all SST-2)."""
+    """Which sentences: the study's 100 (huang2023) or the first n of SST-2 validation, or those after the first
+    ``skip`` (files written before evaluate recorded ``data`` are all SST-2, before ``skip``, none skipped)."""
     data = row.get("data", "sst2")
-    return "the study's sentences" if data == "huang2023" else "SST-2 validation" if data == "sst2" else data
+    name = "the study's sentences" if data == "huang2023" else "SST-2 validation" if data == "sst2" else data
+    return name + (f" after the first {row['skip']}" if row.get("skip") else "")
 
 
 def _program(program: str, row: Mapping[str, Any]) -> str:
@@ -113,40 +114,97 @@ def demo_draws(folder: Path) -> str:
     draw's accuracy and share of own occlusion, and the figures of the draws taken together, each sentence's
     comprehensiveness (self, random, occlusion) averaged over the draws before the paired comparison. The CIs
     are over sentences for these draws; they do not treat the draws as a sample of all draws."""
-    groups: dict[tuple[Any, ...], list[tuple[str, dict[str, Any]]]] = {}
-    for stem, program, r in _evaluations(folder):
-        if "comprehensiveness_bins" in r and r.get("examples") and r.get("demos"):
-            setup = (r["model"], r.get("data", "sst2"), r["n"], program, r["format"], r["demos"],
-                     r.get("demo_source") or "occlusion", r.get("decision"), r.get("value_mode"),
-                     r.get("probe_mode"), r.get("probe_reading"), r.get("explanation_samples"))
-            groups.setdefault(setup, []).append((stem, r))
     header = ["model", "data", "program", "format", "n", "draws (demo seeds)", "accuracy by draw",
               "self / occlusion by draw", "comprehensiveness (bins), mean over draws", "random", "occlusion",
               "self - random (paired)", "self / occlusion", "files"]
     rows = []
-    for (_, _, _, program, *_), runs in groups.items():
-        runs.sort(key=lambda run: run[1].get("demo_seed") or 0)
-        seeds = [run[1].get("demo_seed") or 0 for run in runs]
-        if len(set(seeds)) < 2:
-            continue
-        if len(set(seeds)) < len(seeds):
-            raise ValueError(f"{[stem for stem, _ in runs]}: the same draw measured twice; keep one file per draw")
-        ids = [e["id"] for e in runs[0][1]["examples"]]
-        if any([e["id"] for e in r["examples"]] != ids for _, r in runs):
-            raise ValueError(f"{[stem for stem, _ in runs]}: draws measured on different sentences")
-        mean = {kind: [{"comprehensiveness_bins": _mean_over_draws([r["examples"][i].get(kind) for _, r in runs])}
-                       for i in range(len(ids))] for kind in ("self", "random", "occlusion")}
-        pooled = paired_against_baselines(mean)
-        first = runs[0][1]
-        rows.append([first["model"], _data(first), _program(program, {**first, "demo_seed": 0}), first["format"],
-                     str(first["n"]), ", ".join(map(str, seeds)),
-                     ", ".join(_num(r["accuracy"]) for _, r in runs),
-                     ", ".join(_num(r.get(SHARE), 2) for _, r in runs),
-                     _num(_mean(mean["self"])), _num(_mean(mean["random"])), _num(_mean(mean["occlusion"])),
-                     _ci(pooled, "comprehensiveness_bins_vs_random")
-                     + f", p {_num(pooled.get('comprehensiveness_bins_vs_random_p_value'))}",
-                     _ci(pooled, SHARE, 2), ", ".join(f"`{stem}.json`" for stem, _ in runs)])
+    for (_, program, *_), sentences in _draws(folder).items():
+        for runs in sentences.values():
+            if len(runs) < 2:
+                continue
+            mean, pooled = _pooled(runs)
+            first = runs[0][1]
+            rows.append([first["model"], _data(first), _program(program, {**first, "demo_seed": 0}),
+                         first["format"], str(first["n"]), ", ".join(str(_seed(r)) for _, r in runs),
+                         ", ".join(_num(r["accuracy"]) for _, r in runs),
+                         ", ".join(_num(r.get(SHARE), 2) for _, r in runs),
+                         _num(_mean(mean["self"])), _num(_mean(mean["random"])), _num(_mean(mean["occlusion"])),
+                         _ci(pooled, "comprehensiveness_bins_vs_random")
+                         + f", p {_num(pooled.get('comprehensiveness_bins_vs_random_p_value'))}",
+                         _ci(pooled, SHARE, 2), ", ".join(f"`{stem}.json`" for stem, _ in runs)])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def chosen_draw(folder: Path) -> str:
+    """The draw of demos chosen on development sentences and what it reaches held out. For a setup measured with
+    several draws on sentences apart from the held-out ones (``evaluate --skip``), the draw with the highest
+    share of its own occlusion there is chosen (the lowest seed on a tie); each row gives that draw's figures on
+    another set of sentences, beside every draw measured there taken together (:func:`demo_draws`)."""
+    header = ["model", "program", "format", "chosen on", "share of own occlusion by draw there", "chosen draw",
+              "held out", "n", "accuracy", "self - random (paired)", "self / occlusion",
+              "all draws measured there: self / occlusion", "file"]
+    rows = []
+    for (_, program, *_), sentences in _draws(folder).items():
+        for (data, skip, n), dev in sentences.items():
+            if not skip or len(dev) < 2:
+                continue
+            chosen = max(dev, key=lambda run: (run[1].get(SHARE) or 0.0, -_seed(run[1])))[1]
+            for (other, other_skip, other_n), runs in sentences.items():
+                if other == data and other_skip < skip + n and skip < other_skip + other_n:
+                    continue  # overlaps the development sentences
+                found = [(stem, r) for stem, r in runs if _seed(r) == _seed(chosen)]
+                first = runs[0][1]
+                cells = ([_num(found[0][1]["accuracy"]), _ci(found[0][1], "comprehensiveness_bins_vs_random")
+                          + f", p {_num(found[0][1].get('comprehensiveness_bins_vs_random_p_value'))}",
+                          _ci(found[0][1], SHARE, 2)] if found else ["not measured"] * 3)
+                everyone = (f"{_ci(_pooled(runs)[1], SHARE, 2)} (draws {', '.join(str(_seed(r)) for _, r in runs)})"
+                            if len(runs) > 1 else "n/a")
+                rows.append([chosen["model"], _program(program, {**chosen, "demo_seed": 0}), chosen["format"],
+                             f"{_data(chosen)}, {n}",
+                             ", ".join(f"{_seed(r)}: {_num(r.get(SHARE), 2)}" for _, r in dev), str(_seed(chosen)),
+                             _data(first), str(other_n), *cells, everyone,
+                             f"`{found[0][0]}.json`" if found else "n/a"])
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def _seed(row: Mapping[str, Any]) -> int:
+    return row.get("demo_seed") or 0
+
+
+Runs = list[tuple[str, dict[str, Any]]]
+
+
+def _draws(folder: Path) -> dict[tuple[Any, ...], dict[tuple[str, int, int], Runs]]:
+    """Faithfulness runs with demos, by setup (model, program, format, demos and their source, decision rule,
+    value mode, probe) and then by sentences (data, skip, n), each set's draws in seed order."""
+    setups: dict[tuple[Any, ...], dict[tuple[str, int, int], Runs]] = {}
+    for stem, program, r in _evaluations(folder):
+        if "comprehensiveness_bins" in r and r.get("examples") and r.get("demos"):
+            setup = (r["model"], program, r["format"], r["demos"], r.get("demo_source") or "occlusion",
+                     r.get("decision"), r.get("value_mode"), r.get("probe_mode"), r.get("probe_reading"),
+                     r.get("explanation_samples"))
+            sentences = (r.get("data", "sst2"), r.get("skip") or 0, r["n"])
+            setups.setdefault(setup, {}).setdefault(sentences, []).append((stem, r))
+    for sentences in setups.values():
+        for runs in sentences.values():
+            runs.sort(key=lambda run: _seed(run[1]))
+            seeds = [_seed(r) for _, r in runs]
+            if len(set(seeds)) < len(seeds):
+                raise ValueError(f"{[stem for stem, _ in runs]}: the same draw measured twice; keep one file per "
+                                 "draw")
+            ids = [e["id"] for e in runs[0][1]["examples"]]
+            if any([e["id"] for e in r["examples"]] != ids for _, r in runs):
+                raise ValueError(f"{[stem for stem, _ in runs]}: draws measured on different sentences")
+    return setups
+
+
+def _pooled(runs: Runs) -> tuple[dict[str, list[dict[str, float | None]]], dict[str, Any]]:
+    """Each sentence's comprehensiveness (self, random, occlusion) averaged over the draws, and the paired
+    comparison of those means."""
+    count = len(runs[0][1]["examples"])
+    mean = {kind: [{"comprehensiveness_bins": _mean_over_draws([r["examples"][i].get(kind) for _, r in runs])}
+                   for i in range(count)] for kind in ("self", "random", "occlusion")}
+    return mean, paired_against_baselines(mean)
 
 
 def _mean_over_draws(rows: list[Mapping[str, float | None] | None]) -> float | None:
@@ -368,6 +426,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "scale-out": scale_out,
     "self-explanations": self_explanations,
     "demo-draws": demo_draws,
+    "chosen-draw": chosen_draw,
     "decision-rules": decision_rules,
     "paired-programs": paired_programs,
     "answer-formats": answer_formats,

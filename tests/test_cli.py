@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from experiments.cli import main
-from programs.data import injected_pairs
+from programs.data import injected_pairs, load_examples
 from tests.conftest import require_shared
 
 
@@ -69,6 +69,21 @@ def test_evaluate_on_injected_reviews_counts_label_flips(tmp_path):
     assert [e["id"] for e in row["examples"]] == [injected.id for _, injected in injected_pairs(n=4)]
     assert all(e["label"] in ("negative", "positive") and e["gold"] in (0, 1) and isinstance(e["log_odds"], float)
                for e in row["examples"])
+
+
+@pytest.mark.model
+def test_skip_evaluates_the_sentences_after_the_first(tmp_path):
+    require_shared("sst2", "validation.jsonl")
+    base = ["--quiet", "evaluate", "--lm", "local:smollm2-135m", "--program", "P", "--demos", "0",
+            "--decision", "generated"]
+    assert main([*base, "--n", "5", "--json", str(tmp_path / "all.json")]) == 0
+    assert main([*base, "--skip", "3", "--n", "2", "--json", str(tmp_path / "skip.json")]) == 0
+    whole, skipped = (json.loads((tmp_path / f"{name}.json").read_text())["P"] for name in ("all", "skip"))
+    assert skipped["skip"] == 3 and skipped["n"] == 2 and whole["skip"] == 0
+    assert [e["id"] for e in skipped["examples"]] == [e.id for e in load_examples("sst2", n=5)[3:]]
+    # a per-sentence decision rule: the same sentences get the same answers whatever comes before them
+    assert ([(e["label"], round(e["log_odds"], 6)) for e in skipped["examples"]]
+            == [(e["label"], round(e["log_odds"], 6)) for e in whole["examples"][3:]])
 
 
 # what differs between two runs of the same sentences: timings, and what the probe cache already held

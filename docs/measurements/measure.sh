@@ -48,6 +48,11 @@ for seed in 1 2; do
   run gemma_pe_polarity_lexicon_draw${seed}_val200 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --n 200
   run gemma_pe_polarity_lexicon_draw${seed}_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --n 100
 done
+# Choosing the draw on development sentences (SST-2 validation 201-300, apart from both held-out sets): five draws,
+# the one with the highest share of its own occlusion there is the one held out (findings' chosen-draw table)
+for seed in 3 4 0 1 2; do
+  run gemma_pe_polarity_lexicon_draw${seed}_dev100 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --skip 200 --faithfulness --n 100
+done
 # Throughput (issue 24): side-by-side ratios in one process
 run bench_quick bench --scale quick
 
