@@ -68,6 +68,9 @@ class Variant(_Strict):
     format: Format = "numeric"  # how a full explanation speaks: numbers in [-1, 1] or polarity words
     demos: NonNegativeInt = 0
     demo_source: DemoSource = "occlusion"
+    # which draw of training reviews becomes the demos, counted from the config's seed (0: the seed's own draw);
+    # a search dimension chooses among draws by the objectives on the dev slice
+    demo_seed: NonNegativeInt = 0
     decision: Decision = "generated"
     value_mode: ValueMode = "expected"
     adapter: Adapter = "lean"
@@ -88,6 +91,8 @@ class Variant(_Strict):
         parts.append(f"{self.demos}demos")
         if self.demos and self.program != "P":
             parts.append(self.demo_source)
+        if self.demos and self.demo_seed:
+            parts.append(f"draw{self.demo_seed}")
         parts += [self.decision, self.value_mode, self.adapter]
         if self.label_samples:
             parts.append(f"{self.label_samples}samples")

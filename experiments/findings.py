@@ -376,13 +376,15 @@ def optimisation_dimensions(folder: Path) -> str:
     for name, r in _optimisations(folder):
         # each trial's variant as the model reads it: a key a study predates takes the model's default
         done = [(t, Variant(**t["variant"])) for t in r["trial_table"] if t["state"] == "COMPLETE" and t["variant"]]
-        sampled = any(v.label_samples for _, v in done)
-        for dimension in ("program", "format", "demos", "decision", "optimizer") + (("explanation_samples",)
-                                                                                      if sampled else ()):
+        # the later dimensions appear once a study searched them (studies before them keep their tables)
+        later = (("explanation_samples",) if any(v.label_samples for _, v in done) else ()) + (
+            ("demo_seed",) if any(v.demos and v.demo_seed for _, v in done) else ())
+        for dimension in ("program", "format", "demos", "decision", "optimizer", *later):
             # a program credits only the dimensions it uses: a top-k program has no format, only E-P reads its
-            # label over sampled explanations
+            # label over sampled explanations, a zero-shot program has no draw of demos
             used = [(t, v) for t, v in done if (dimension != "format" or v.program in ("PE", "EP"))
-                    and (dimension != "explanation_samples" or explains_first(v.program))]
+                    and (dimension != "explanation_samples" or explains_first(v.program))
+                    and (dimension != "demo_seed" or v.demos)]
             for value in sorted({str(getattr(v, dimension)) for _, v in used}):
                 group = [t["values"] for t, v in used if str(getattr(v, dimension)) == value]
                 accuracy = [v[0] for v in group if abs(v[0]) != float("inf")]

@@ -52,7 +52,7 @@ def build_program(variant: Variant, lm: Any, dev: Sequence[Example], cache: Prob
     with dspy.context(lm=lm, adapter=adapter_for(variant.adapter)):
         if variant.demos:
             program.predict.demos = build_demos(variant.program, variant.demos, lm=lm, source=variant.demo_source,
-                                                seed=seed, cache=cache, format=variant.format)
+                                                seed=seed + variant.demo_seed, cache=cache, format=variant.format)
         calibrate(program, dev, cache)
     return program
 
@@ -167,7 +167,7 @@ def variant_params(variant: Variant, program: SentimentProgram, lm: Any, config:
 
 # Variant fields added after configs were first digested, with their defaults: left out of the digest when unset,
 # so configs that do not use them keep their digests (resumed runs, optimisation study names).
-_LATER_VARIANT_FIELDS = {"explanation_samples": 0}
+_LATER_VARIANT_FIELDS = {"explanation_samples": 0, "demo_seed": 0}
 
 
 def config_digest(config: ExperimentConfig) -> str:
@@ -204,8 +204,8 @@ def describe_variant(variant: Variant, program: SentimentProgram, lm: Any) -> st
     """A short description of a variant for the MLflow UI: program, explanation, demos, decision rule."""
     explains = {None: "predicts only", "full": f"explains every word ({variant.format}, {variant.value_mode} values)",
                 "topk": "names its top-k words"}[program.granularity]
-    demos = (f"{variant.demos} demos ({'gold labels' if variant.program == 'P' else variant.demo_source})"
-             if variant.demos else "zero-shot")
+    demos = (f"{variant.demos} demos ({'gold labels' if variant.program == 'P' else variant.demo_source}"
+             f"{f', draw {variant.demo_seed}' if variant.demo_seed else ''})" if variant.demos else "zero-shot")
     rule = variant.decision + (f" (bias {program.calibration['bias']:+.2f} from {program.calibration['batch']})"
                                if program.calibration else "")
     if variant.label_samples:

@@ -102,11 +102,38 @@ def test_config_digests_ignore_an_unset_later_field(tmp_path):
         config = load_config(name)
         before = config.model_dump(mode="json")
         for variant in before["variants"]:
-            del variant["explanation_samples"]
+            del variant["explanation_samples"], variant["demo_seed"]
         assert config_digest(config) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     plain = load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP}\n"))
     sampled = load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP, explanation_samples: 4}\n"))
     assert config_digest(plain) != config_digest(sampled)
+    drawn = load_config(write(tmp_path, "name: x\nvariants:\n  - {program: EP, demo_seed: 1}\n"))
+    assert config_digest(plain) != config_digest(drawn)
+
+
+def test_demo_seed_is_a_variant_key_and_a_search_dimension(tmp_path):
+    """Which draw of training reviews becomes the demos, counted from the config's seed: a search can choose among
+    draws, and a draw other than the seed's own is part of the variant's name."""
+    from experiments.optimize.search import distinct_variants
+    from experiments.variants import build_program, variant_of
+    from programs.demos import build_demos
+    from programs.probe_cache import ProbeCache
+
+    config = load_config(write(tmp_path, "name: x\nseed: 1\nvariants:\n"
+                                         "  - {program: PE, format: polarity, demos: 4, demo_source: lexicon, "
+                                         "demo_seed: 2}\n"
+                                         "search: {space: {program: [PE], demos: [0, 4], demo_seed: [0, 1, 2]}}\n"))
+    (variant,) = config.variants
+    assert "-4demos-lexicon-draw2-" in variant.name and "draw" not in variant.model_copy(update={"demo_seed": 0}).name
+    assert distinct_variants(config.search.space) == 4  # zero-shot once, three draws of 4 demos
+    assert variant_of({k: str(v) for k, v in variant.model_dump().items()}) == variant
+    assert variant_of({"program": "PE"}).demo_seed == 0  # a run logged before the key existed
+    program = build_program(variant, None, [], ProbeCache(str(tmp_path / "cache.sqlite")), config.seed)
+    reviews = [demo.review for demo in program.predict.demos]
+    assert reviews == [d.review for d in build_demos("PE", 4, lm=None, source="lexicon", seed=3, format="polarity")]
+    assert reviews != [d.review for d in build_demos("PE", 4, lm=None, source="lexicon", seed=1, format="polarity")]
+    with pytest.raises(ConfigError, match="demo_seed: must be >= 0"):
+        load_config(write(tmp_path, "name: x\nsearch: {space: {demo_seed: [-1]}}\n"))
 
 
 def test_lexicon_demos_are_a_demo_source_of_configs_and_the_search_space(tmp_path):

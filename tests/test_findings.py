@@ -132,6 +132,22 @@ def test_an_optimisation_over_explanation_samples_credits_only_e_p_with_them(tmp
     assert "explanation_samples" not in render(text, tmp_path)
 
 
+def test_an_optimisation_over_demo_draws_credits_only_programs_with_demos(tmp_path):
+    base = {"program": "PE", "format": "polarity", "demo_source": "lexicon", "decision": "batch", "optimizer": "none"}
+    trials = [({"demos": 16, "demo_seed": 1}, [0.85, 0.08]), ({"demos": 16, "demo_seed": 0}, [0.80, 0.06]),
+              ({"demos": 0, "demo_seed": 1}, [0.70, 0.02])]
+    result = {"wall_seconds": 60, "pareto": [], "held_out": {},
+              "trial_table": [{"number": i, "state": "COMPLETE", "values": values, "variant": {**base, **v},
+                               "seconds": 60.0} for i, (v, values) in enumerate(trials)]}
+    (tmp_path / "s_optimize.json").write_text(json.dumps(result))
+    text = "<!-- table: optimisation-dimensions -->\n<!-- end: optimisation-dimensions -->\n"
+    fresh = render(text, tmp_path)
+    assert "| `s_optimize.json` | demo_seed | 1 | 1 | 0.850 |" in fresh  # the zero-shot trial has no draw
+    assert "| `s_optimize.json` | demo_seed | 0 | 1 | 0.800 |" in fresh
+    (tmp_path / "s_optimize.json").write_text(json.dumps({**result, "trial_table": result["trial_table"][1:]}))
+    assert "demo_seed" not in render(text, tmp_path)  # no trial with demos drew other than the seed's own
+
+
 def test_draws_of_demos_are_pooled_sentence_by_sentence(tmp_path):
     def draw(seed, self_values, share):
         examples = [{"id": i, "self": {"comprehensiveness_bins": s}, "random": {"comprehensiveness_bins": 0.1},
@@ -155,3 +171,38 @@ def test_draws_of_demos_are_pooled_sentence_by_sentence(tmp_path):
     (tmp_path / "again.json").write_text((tmp_path / "draw1.json").read_text())
     with pytest.raises(ValueError, match="the same draw measured twice"):
         render(text, tmp_path)
+
+
+def test_the_draw_chosen_on_development_sentences_is_reported_where_it_was_held_out(tmp_path):
+    def draw(name, seed, share, *, data="sst2", skip=0, n=2):
+        examples = [{"id": i, "self": {"comprehensiveness_bins": share * 0.4},
+                     "random": {"comprehensiveness_bins": 0.1}, "occlusion": {"comprehensiveness_bins": 0.4}}
+                    for i in range(n)]
+        row = {"model": "m", "data": data, "skip": skip, "format": "polarity", "n": n, "demos": 16,
+               "demo_source": "lexicon", "demo_seed": seed, "accuracy": 0.5 + seed / 10,
+               "comprehensiveness_bins": share * 0.4, "comprehensiveness_bins_share_of_occlusion": share,
+               "comprehensiveness_bins_share_of_occlusion_ci_low": share - 0.1,
+               "comprehensiveness_bins_share_of_occlusion_ci_high": share + 0.1, "examples": examples}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"PE": row}))
+
+    text = "<!-- table: chosen-draw -->\n<!-- end: chosen-draw -->\n"
+    draw("dev0", 0, 0.40, skip=200)
+    draw("held0", 0, 0.45)
+    assert "_not measured yet" in render(text, tmp_path)  # one draw on development sentences chooses nothing
+    draw("dev1", 1, 0.55, skip=200)
+    draw("dev2", 2, 0.55, skip=200)  # a tie goes to the lower seed
+    draw("overlap1", 1, 0.9, skip=201, n=100)  # shares sentences with the development slice: never held out
+    draw("huang1", 1, 0.60, data="huang2023")
+    lines = render(text, tmp_path).splitlines()[3:-1]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [c[6] for c in cells] == ["SST-2 validation", "the study's sentences"]
+    first, second = cells
+    assert first[3] == "SST-2 validation after the first 200, 2" and first[4] == "0: 0.40, 1: 0.55, 2: 0.55"
+    assert first[5] == "1" and first[8:11] == ["not measured"] * 3  # draw 1 was not measured on the first 2
+    assert first[11] == "n/a" and first[12] == "n/a"
+    assert second[5] == "1" and second[8] == "0.600" and second[10] == "0.60 [0.50, 0.70]"
+    assert second[12] == "`huang1.json`"
+    draw("held1", 1, 0.35)
+    first = [c.strip() for c in render(text, tmp_path).splitlines()[3].strip("|").split("|")]
+    assert first[10] == "0.35 [0.25, 0.45]" and first[12] == "`held1.json`"
+    assert first[11].endswith("(draws 0, 1)")  # every draw held out there, taken together
