@@ -43,8 +43,9 @@ run gemma_ep_polarity_restated_sc4_val200 evaluate --program EP --format polarit
 # instead of the model's own occlusion
 run gemma_pe_polarity_lexicon_val200 evaluate --program PE --format polarity --demo-source lexicon --faithfulness --n 200
 run gemma_pe_polarity_lexicon_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --faithfulness --n 100
-# The same with other draws of the 16 demo reviews (how much the figures owe to the draw)
-for seed in 1 2; do
+# The same with other draws of the 16 demo reviews (how much the figures owe to the draw); 3 is the draw the
+# development sentences chose (below)
+for seed in 1 2 3; do
   run gemma_pe_polarity_lexicon_draw${seed}_val200 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --n 200
   run gemma_pe_polarity_lexicon_draw${seed}_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --n 100
 done
