@@ -42,6 +42,12 @@ def _ci(row: Mapping[str, Any], key: str, digits: int = 3) -> str:
     return f"{_num(row[key], digits)} [{low}, {high}]"
 
 
+def _vs_random(row: Mapping[str, Any]) -> str:
+    """The paired difference self - random with its CI and permutation p."""
+    key = "comprehensiveness_bins_vs_random"
+    return f"{_ci(row, key)}, p {_num(row.get(key + '_p_value'))}"
+
+
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -101,8 +107,7 @@ def self_explanations(folder: Path) -> str:
         rows.append([r["model"], _data(r), _program(program, r), r["format"], str(r["n"]), _num(r["accuracy"]),
                      _ci(r, "comprehensiveness_bins"), _ci(r, "random_comprehensiveness_bins"),
                      _ci(r, "occlusion_comprehensiveness_bins"), _ci(r, "lime_comprehensiveness_bins"),
-                     _ci(r, "comprehensiveness_bins_vs_random")
-                     + f", p {_num(r.get('comprehensiveness_bins_vs_random_p_value'))}",
+                     _vs_random(r),
                      _ci(r, "comprehensiveness_bins_vs_occlusion"), share,
                      _ci(r, "spearman_vs_occlusion"), _num(r["seconds_per_example_median"], 2),
                      r.get("probe_reading", "n/a"), f"`{stem}.json`"])
@@ -129,8 +134,7 @@ def demo_draws(folder: Path) -> str:
                          ", ".join(_num(r["accuracy"]) for _, r in runs),
                          ", ".join(_num(r.get(SHARE), 2) for _, r in runs),
                          _num(_mean(mean["self"])), _num(_mean(mean["random"])), _num(_mean(mean["occlusion"])),
-                         _ci(pooled, "comprehensiveness_bins_vs_random")
-                         + f", p {_num(pooled.get('comprehensiveness_bins_vs_random_p_value'))}",
+                         _vs_random(pooled),
                          _ci(pooled, SHARE, 2), ", ".join(f"`{stem}.json`" for stem, _ in runs)])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
@@ -152,18 +156,16 @@ def chosen_draw(folder: Path) -> str:
             for (other, other_skip, other_n), runs in sentences.items():
                 if other == data and other_skip < skip + n and skip < other_skip + other_n:
                     continue  # overlaps the development sentences
-                found = [(stem, r) for stem, r in runs if _seed(r) == _seed(chosen)]
-                first = runs[0][1]
-                cells = ([_num(found[0][1]["accuracy"]), _ci(found[0][1], "comprehensiveness_bins_vs_random")
-                          + f", p {_num(found[0][1].get('comprehensiveness_bins_vs_random_p_value'))}",
-                          _ci(found[0][1], SHARE, 2)] if found else ["not measured"] * 3)
+                held = next(((stem, r) for stem, r in runs if _seed(r) == _seed(chosen)), None)
+                cells = ([_num(held[1]["accuracy"]), _vs_random(held[1]), _ci(held[1], SHARE, 2)] if held
+                         else ["not measured"] * 3)
                 everyone = (f"{_ci(_pooled(runs)[1], SHARE, 2)} (draws {', '.join(str(_seed(r)) for _, r in runs)})"
                             if len(runs) > 1 else "n/a")
                 rows.append([chosen["model"], _program(program, {**chosen, "demo_seed": 0}), chosen["format"],
                              f"{_data(chosen)}, {n}",
                              ", ".join(f"{_seed(r)}: {_num(r.get(SHARE), 2)}" for _, r in dev), str(_seed(chosen)),
-                             _data(first), str(other_n), *cells, everyone,
-                             f"`{found[0][0]}.json`" if found else "n/a"])
+                             _data(runs[0][1]), str(other_n), *cells, everyone,
+                             f"`{held[0]}.json`" if held else "n/a"])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 
@@ -413,8 +415,7 @@ def optimisation_held_out(folder: Path) -> str:
                         f"p {_num(d['p_value'])}{mcnemar}")
             rows.append([f"`{name}`", label, f"`{row['variant']}`", _ci(row, "accuracy"),
                          _ci(row, "comprehensiveness_bins"),
-                         f"{_ci(row, 'comprehensiveness_bins_vs_random')}, p "
-                         f"{_num(row.get('comprehensiveness_bins_vs_random_p_value'))}", versus("vs_paper_accuracy"),
+                         _vs_random(row), versus("vs_paper_accuracy"),
                          versus("vs_paper_comprehensiveness"),
                          _num(r["wall_seconds"] / 60 if r.get("wall_seconds") else None, 0)
                          if label == "paper" else ""])
