@@ -41,8 +41,8 @@ run gemma_programs_polarity_val200 evaluate --program P,PE,EP --format polarity 
 run gemma_ep_polarity_restated_sc4_val200 evaluate --program EP --format polarity --explanation-samples 4 --decision all --n 200
 # P-E polarity whose demo words carry a human lexicon's sentiment (VADER; demo reviews it marks toward their label)
 # instead of the model's own occlusion
-run gemma_pe_polarity_lexicon_val200 evaluate --program PE --format polarity --demo-source lexicon --faithfulness --n 200
-run gemma_pe_polarity_lexicon_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --faithfulness --n 100
+run gemma_pe_polarity_lexicon_val200 evaluate --program PE --format polarity --demo-source lexicon --faithfulness --lime-samples 5 --n 200
+run gemma_pe_polarity_lexicon_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --faithfulness --lime-samples 5 --n 100
 # The same with other draws of the 16 demo reviews (how much the figures owe to the draw); 3 is the draw the
 # development sentences chose (below)
 for seed in 1 2 3; do
