@@ -93,14 +93,14 @@ class _Silent:
 
 def program_fingerprint(program: dspy.Module, *, decision: bool = True) -> str:
     """Changes whenever the decision changes: class, settings, instructions, demos, decision rule, calibration.
-    ``decision=False`` leaves out the decision rule and its calibration: what the model reads at the label slot
-    before the rule is applied."""
+    ``decision=False`` leaves out the decision rule, its calibration and E-P's sampled explanations: what the
+    model reads at the label slot (after the answer up to it, forced) before the rule is applied."""
     state = {"class": type(program).__name__, "name": getattr(program, "name", None),
              "value_mode": getattr(program, "value_mode", None), "k_fraction": getattr(program, "k_fraction", None),
              "state": program.dump_state()}
     if not decision and "selfx" in state["state"]:
         state["state"]["selfx"] = {k: v for k, v in state["state"]["selfx"].items()
-                                   if k not in ("decision", "calibration")}
+                                   if k not in ("decision", "calibration", "explanation_samples")}
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

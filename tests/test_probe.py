@@ -119,6 +119,27 @@ def test_slot_readings_are_shared_across_calibrations_and_decided_with_each_bias
     assert decoded.stats.model_calls == 1
 
 
+def test_e_p_neutral_explanation_readings_are_shared_across_explanation_samples(smol_lm, tmp_path):
+    """The neutral-explanation reading forces the answer up to the label, so sampled explanations (E-P's
+    ``explanation_samples``) do not enter it: a program that samples is served the greedy program's readings,
+    which equal its own read afresh. Its decoded answers differ, so the exact probe shares nothing."""
+    cache = ProbeCache(tmp_path / "probe.sqlite")
+    greedy = _with_demos("EP", smol_lm, decision="generated")
+    sampled = greedy.deepcopy()
+    sampled.explanation_samples = 3
+    first = ProgramProbe(greedy, smol_lm, cache=cache).answers(REVIEWS)
+    probe = ProgramProbe(sampled, smol_lm, cache=cache)
+    assert probe.answers(REVIEWS) == first and probe.stats.model_calls == 0
+    assert probe.fingerprint != ProgramProbe(greedy, smol_lm).fingerprint
+    fresh = ProgramProbe(sampled, smol_lm).answers(REVIEWS)
+    for a, b in zip(first, fresh, strict=True):
+        assert a.label_log_odds == pytest.approx(b.label_log_odds, abs=1e-4)
+    ProgramProbe(greedy, smol_lm, mode="same-program", cache=cache).answers(REVIEWS[:1])
+    decoded = ProgramProbe(sampled, smol_lm, mode="same-program", cache=cache)
+    decoded.answers(REVIEWS[:1])
+    assert decoded.stats.model_calls == 1
+
+
 def test_batched_readings_equal_one_text_at_a_time(smol_lm, engine):
     """The trie walk reads every text as it reads alone (SmolLM2: 1e-4; Gemma-3: the same splits, so exact too)."""
     for lm in (smol_lm, dspy.LM("local/x", engine=engine)):
