@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --faithfulness, also LIME as a baseline with N samples per token "
                                "(default 0: no LIME; the study uses "
                                f"{MEASURE.lime_samples_per_token})")
+    evaluate.add_argument("--lexicon", action="store_true",
+                          help="with --faithfulness, also a human word lexicon's valences (VADER, no model) as a "
+                               "reference explanation: the self-explanations paired against it, and its share "
+                               "of own occlusion")
     evaluate.add_argument("--probe", default=MEASURE.probe, choices=choices(ProbeMode),
                           help="the decision function --faithfulness and --with-occlusion measure through: the "
                                "program's own label slot (logprob, the default), the program decoded in full "
@@ -274,7 +278,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       explanation_samples=args.explanation_samples,
                       with_occlusion=args.with_occlusion, faithfulness=args.faithfulness, probe_mode=args.probe,
                       format=args.format,
-                      lime_samples_per_token=args.lime_samples, concurrency=args.concurrency, shard=_shard(args.shard))
+                      lime_samples_per_token=args.lime_samples, lexicon=args.lexicon, concurrency=args.concurrency,
+                      shard=_shard(args.shard))
     screens.evaluate(report)
     screens.write_json(args.json, report)
     return 0

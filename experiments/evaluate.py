@@ -152,14 +152,14 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, skip: in
              api_base: str | None = None, value_mode: str = "sample", decision: str = "generated",
              demos: int = 0, demo_seed: int = 0, demo_source: str = "occlusion", explanation_samples: int = 0,
              with_occlusion: bool = False, faithfulness: bool = False, probe_mode: str = "logprob",
-             format: str = "numeric", lime_samples_per_token: int = 0, concurrency: int = 4,
+             format: str = "numeric", lime_samples_per_token: int = 0, lexicon: bool = False, concurrency: int = 4,
              shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Run each program on ``n`` examples (the first, or those after the first ``skip``) and summarise;
     ``faithfulness`` / ``with_occlusion`` measure its explanations through its own probe (``probe_mode``), beside
-    occlusion, random and (when ``lime_samples_per_token`` > 0) LIME. ``shard=(K, N)``: only the K-th of N
-    consecutive slices of those examples, calibrated on all ``n`` (``selfx merge`` joins the N reports into the
-    whole run's). ``explanation_samples``: E-P programs read their label over that many sampled explanations
-    (others ignore it)."""
+    occlusion, random, (when ``lime_samples_per_token`` > 0) LIME and (``lexicon``) a human word lexicon's valences.
+    ``shard=(K, N)``: only the K-th of N consecutive slices of those examples, calibrated on all ``n`` (``selfx
+    merge`` joins the N reports into the whole run's). ``explanation_samples``: E-P programs read their label over
+    that many sampled explanations (others ignore it)."""
     if explanation_samples < 0:
         raise InputError(f"--explanation-samples must be 0 or a positive number, got {explanation_samples}")
     if explanation_samples and parse_lm_spec(lm_spec, api_base).backend != "local":
@@ -167,6 +167,8 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, skip: in
                          "read after each sampled explanation here; leave it at 0")
     if skip < 0:
         raise InputError(f"--skip must be 0 or a positive number of sentences, got {skip}")
+    if lexicon and not faithfulness:
+        raise InputError("--lexicon is a reference explanation for --faithfulness: add --faithfulness")
     if lime_samples_per_token < 0:
         raise InputError(f"--lime-samples must be 0 (no LIME) or a positive number, got {lime_samples_per_token}")
     if decision not in (*DECISIONS, "all"):
@@ -217,11 +219,13 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, skip: in
         probe = ProgramProbe(program, lm, mode=probe_mode, cache=cache, adapter=adapter, concurrency=concurrency,
                              progress=progress.bar)
         if faithfulness and program.granularity is not None:
-            explainers = ("occlusion", "random", *(("lime",) if lime_samples_per_token else ()))
+            explainers = ("occlusion", "random", *(("lime",) if lime_samples_per_token else ()),
+                          *(("lexicon",) if lexicon else ()))
             measured, sentences, _ = program_faithfulness(part, ran.attributions, probe, mode=CORRECTED,
                                                           explainers=explainers, first=start,
                                                           lime_samples_per_token=lime_samples_per_token)
-            settings.update({**probe.describe(), "lime_samples_per_token": lime_samples_per_token})
+            settings.update({**probe.describe(), "lime_samples_per_token": lime_samples_per_token,
+                             "explainers": list(explainers)})
             totals.update({key: measured[key] for key in TOTALS if key in measured})
             for record, sentence in zip(records, sentences, strict=True):
                 record.update(sentence)
@@ -294,7 +298,8 @@ def _shard(name: str, row: dict[str, Any]) -> dict[str, Any]:
 # The keys of a row that describe the run rather than summarise its examples.
 SETTINGS = ("backend", "model", "api_base", "data", "skip", "decision", "value_mode", "format", "demos", "demo_source",
             "demo_seed", "explanation_samples", "answer_fields", "calibration", "probe_mode", "probe_program",
-            "probe_reading", "probe_exact", "probe_fingerprint", "lime_samples_per_token", "content_free_odds")
+            "probe_reading", "probe_exact", "probe_fingerprint", "lime_samples_per_token", "explainers",
+            "content_free_odds")
 
 
 def _settings(row: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ and the random baseline -> agreement.
 its switch ablation, study, evaluate, run, optimize). It asks the probe once per round for the texts of
 every sentence and explanation together (originals; then every metric's perturbations), so the probe can
 deduplicate, consult its cache once and schedule the rest; all arithmetic is in ``metrics/``.
-:func:`explain` computes the perturbation explainers (occlusion, LIME, random) through the same probe,
-with their texts asked in one round as well.
+:func:`explain` computes the reference explainers (occlusion, LIME; the lexicon and random, which ask no model)
+through the same probe, with their texts asked in one round as well.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from programs.probe import Probe
 from programs.types import Answer, Attribution, Example
 
 # The order explanation kinds appear in tables and agreement pairs.
-KINDS = ("self", "topk", "occlusion", "lime", "random")
+KINDS = ("self", "topk", "occlusion", "lime", "lexicon", "random")
 TOPK_PROTOCOLS = ("single-step", "padded")
 
 
@@ -89,7 +89,7 @@ def aggregate(rows: Sequence[Mapping[str, float | None]], metrics: Sequence[str]
 
 def explain(names: Sequence[str], tokens: Sequence[Sequence[str]], probe: Probe, *, mode: MetricMode, seed: int = 0,
             lime_samples_per_token: int = 10) -> dict[str, list[Explanation]]:
-    """Occlusion, LIME and random explanations of every sentence through ``probe``.
+    """Reference explanations (occlusion, LIME, lexicon, random) of every sentence through ``probe``.
 
     Every explainer's perturbed texts of every sentence are asked in one round first (the probe
     schedules and caches them); the explainers then find each answer already there.
@@ -286,21 +286,24 @@ def faithfulness_summary(records: Sequence[Mapping[str, Any]], *, seed: int = 0)
 
 def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | None]]], *, seed: int = 0,
                              metric: str = "comprehensiveness_bins") -> dict[str, Any]:
-    """Self minus each baseline (random, occlusion) on the same sentences: the paired mean difference of
-    ``metric`` with its bootstrap CI and permutation p-value, as ``<metric>_vs_<baseline>`` keys; and self as a
-    share of occlusion (the ratio of their means, paired CI), as ``<metric>_share_of_occlusion``."""
+    """Self minus each baseline (random, occlusion, lexicon) on the same sentences: the paired mean difference of
+    ``metric`` with its bootstrap CI and permutation p-value, as ``<metric>_vs_<baseline>`` keys; and self and the
+    lexicon as shares of occlusion (the ratio of their means, paired CI), as ``<metric>_share_of_occlusion`` and
+    ``lexicon_<metric>_share_of_occlusion``."""
     values = {kind: [r.get(metric) for r in kind_rows] for kind, kind_rows in rows.items()}
     out: dict[str, Any] = {}
-    for baseline in ("random", "occlusion"):
+    for baseline in ("random", "occlusion", "lexicon"):
         if baseline not in values:
             continue
         diff = paired_difference(values["self"], values[baseline], seed=seed)
         key = f"{metric}_vs_{baseline}"
         out.update({key: diff["difference"], f"{key}_ci_low": diff["ci_low"], f"{key}_ci_high": diff["ci_high"],
                     f"{key}_p_value": diff["p_value"], f"{key}_n": diff["n"]})
-    if "occlusion" in values:
-        share = paired_ratio(values["self"], values["occlusion"], seed=seed)
-        key = f"{metric}_share_of_occlusion"
+    for kind in ("self", "lexicon"):
+        if "occlusion" not in values or kind not in values:
+            continue
+        share = paired_ratio(values[kind], values["occlusion"], seed=seed)
+        key = f"{metric}_share_of_occlusion" if kind == "self" else f"{kind}_{metric}_share_of_occlusion"
         out.update({key: share["ratio"], f"{key}_ci_low": share["ci_low"], f"{key}_ci_high": share["ci_high"],
                     f"{key}_n": share["n"]})
     return out

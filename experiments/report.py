@@ -23,7 +23,7 @@ from metrics.calibration import reliability_curve
 from metrics.modes import CORRECTED
 from programs.types import Answer, InputError
 
-HEATMAP_KINDS = ("self", "occlusion", "lime", "random")
+HEATMAP_KINDS = ("self", "occlusion", "lime", "lexicon", "random")
 SENTENCES = 6
 
 

@@ -51,14 +51,18 @@ def evaluate(report: Mapping[str, Mapping[str, Any]]) -> None:
                   + (f", Spearman vs occlusion {with_ci(row, 'spearman_vs_occlusion')}"
                      if "spearman_vs_occlusion" in row else ""))
         if "comprehensiveness_bins" in row:
-            baselines = [b for b in ("random", "occlusion", "lime") if f"{b}_comprehensiveness_bins" in row]
+            baselines = [b for b in ("random", "occlusion", "lime", "lexicon") if f"{b}_comprehensiveness_bins" in row]
             for key in ("comprehensiveness_bins", "sufficiency_bins"):
                 print(f"  {key}: self {with_ci(row, key)}"
                       + "".join(f", {b} {with_ci(row, f'{b}_{key}')}" for b in baselines))
-            for b in ("random", "occlusion"):
+            for b in ("random", "occlusion", "lexicon"):
                 if f"comprehensiveness_bins_vs_{b}" in row:
                     print(f"  self - {b} (paired): {with_ci(row, f'comprehensiveness_bins_vs_{b}')}, "
                           f"p = {fmt(row[f'comprehensiveness_bins_vs_{b}_p_value'])}")
+            for kind in ("self", "lexicon"):
+                key = ("" if kind == "self" else f"{kind}_") + "comprehensiveness_bins_share_of_occlusion"
+                if key in row:
+                    print(f"  {kind} / occlusion: {with_ci(row, key)}")
 
 
 def where(result: Mapping[str, Any], tracking_uri: str | None) -> None:

@@ -62,7 +62,7 @@ def live_study(*, lm_spec: str = "local", api_base: str | None = None, data: str
         measured_topk = measure(tokens, topk_kind, topk_probe, mode=mode, topk=topk_protocol,
                                 originals=topk_probe.answers(texts), seed=seed)
         summary = {**measured.summary, **measured_topk.summary}
-        faithfulness.update({f"{order} {kind}": summary[kind] for kind in KINDS})
+        faithfulness.update({f"{order} {kind}": summary[kind] for kind in KINDS if kind in summary})
         agreement = agree(tokens, {**kinds, **topk_kind}, originals, mode=mode, pairs="all", seed=seed)
         agreements.update({f"{order} {pair}": row for pair, row in agreement.items()})
         probes[order] = {**probe.stats.as_dict(), **probe.describe()}

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from functools import cache
 from typing import Any
 
 import dspy
 
 from programs.data import load_examples
+from programs.explainers.lexicon import lexicon_values
 from programs.explainers.occlusion import OcclusionExplainer
 from programs.probe import Probe
 from programs.probe_cache import ProbeCache
@@ -37,7 +37,6 @@ from programs.types import LABELS, Example, InputError, topk_size
 EXPLANATION_SOURCES = ("occlusion", "lexicon", "self")
 DEMO_SOURCES = ("label", *EXPLANATION_SOURCES)
 DEMO_CONFIDENCE = 0.9
-LEXICON_SCALE = 4.0  # VADER's valences span -4 .. 4
 
 
 def pick_examples(k: int, *, seed: int = 0, data: str = "sst2", max_tokens: int = 14,
@@ -102,8 +101,7 @@ def make_demos(program_name: str, examples: Sequence[Example], *, source: str = 
         if explaining:
             tokens = list(example.tokens)
             if source == "lexicon":
-                values = _valences(tokens)
-                scale = LEXICON_SCALE
+                values, scale = list(lexicon_values(tokens)), 1.0
             else:
                 values = [v if v is not None else 0.0 for v in occlusion.explain(tokens, probe).values]
                 scale = max((abs(v) for v in values), default=0.0) or 1.0
@@ -130,20 +128,7 @@ def lexicon_supports_label(example: Example) -> bool:
     """Whether the review's lexicon explanation marks a word toward its gold label (``polarity`` of the scaled
     valence, the cut its demo's words get)."""
     wanted = LABELS[example.label]
-    return any(polarity(on_grid(v / LEXICON_SCALE)) == wanted for v in _valences(example.tokens))
-
-
-def _valences(tokens: Sequence[str]) -> list[float]:
-    valences = lexicon_valences()
-    return [valences.get(t, 0.0) for t in tokens]
-
-
-@cache
-def lexicon_valences() -> dict[str, float]:
-    """VADER's human-rated word valences (-4 .. 4; Hutto and Gilbert 2014), read once from the package."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return dict(SentimentIntensityAnalyzer().lexicon)
+    return any(polarity(on_grid(v)) == wanted for v in lexicon_values(example.tokens))
 
 
 def _demo(program_name: str, format: str, fields: dict[str, Any]) -> dspy.Example:

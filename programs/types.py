@@ -141,7 +141,7 @@ class Attribution:
 
     ``values``: one importance per position, None where the explainer gave none (missing, never a
     silent 0). ``ranking``: positions from most to least important for explainers that give an
-    order rather than values (top-k), else None. ``source``: self, topk, occlusion, lime, random.
+    order rather than values (top-k), else None. ``source``: self, topk, occlusion, lime, lexicon, random.
     """
 
     values: tuple[float | None, ...]

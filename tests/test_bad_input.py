@@ -56,6 +56,8 @@ CASES = {
     "--skip past the data": ({"t.jsonl": jsonl({"sentence": "fine", "label": 1})},
                              ["evaluate", "--data", "{d}/t.jsonl", "--skip", "1", "--n", "1"], 2,
                              "--skip 1 leaves no sentences of .*t.jsonl: skip fewer than it has"),
+    "--lexicon without --faithfulness": ({}, ["evaluate", "--lexicon", "--n", "1"], 2,
+                                         "--lexicon is a reference explanation for --faithfulness: add --faithfulness"),
     "--lime-samples negative": ({}, ["evaluate", "--lime-samples", "-1", "--n", "1"], 2, "--lime-samples must be"),
     "config file missing": ({}, ["run", "{d}/none.yaml"], 2, "config file not found.*shipped configs"),
     "config value not allowed": ({"c.yaml": "name: x\nvariants:\n  - {program: XYZ}\n"}, ["run", "{d}/c.yaml"], 2,

@@ -98,7 +98,7 @@ def _same_run(row):
 
 @pytest.mark.model
 @pytest.mark.parametrize("program, options", [("PE", ["--decision", "batch", "--format", "polarity", "--faithfulness",
-                                                      "--lime-samples", "1"]),
+                                                      "--lime-samples", "1", "--lexicon"]),
                                               ("P", ["--decision", "all"])])
 def test_merged_shards_report_what_the_whole_run_reports(program, options, tmp_path):
     require_shared("sst2", "validation.jsonl")
@@ -117,6 +117,9 @@ def test_merged_shards_report_what_the_whole_run_reports(program, options, tmp_p
     assert _same_run(merged) == _same_run(whole)
     if "comprehensiveness_bins" in whole:  # the figures the table reads are there, and equal
         assert merged["comprehensiveness_bins_vs_random_ci_low"] == whole["comprehensiveness_bins_vs_random_ci_low"]
+        assert whole["explainers"] == ["occlusion", "random", "lime", "lexicon"]
+        assert merged["comprehensiveness_bins_vs_lexicon"] == whole["comprehensiveness_bins_vs_lexicon"]
+        assert whole["lexicon_comprehensiveness_bins_share_of_occlusion_n"] == 5
 
 
 @pytest.mark.model

@@ -54,7 +54,7 @@ def test_lime_compat_masks_with_unkwordz_and_cannot_weight_punctuation():
 
 
 @pytest.mark.parametrize("name,options", [("occlusion", {}), ("lime", {"seed": 3}), ("lime", {"compat": True}),
-                                          ("random", {})])
+                                          ("random", {}), ("lexicon", {})])
 def test_texts_are_exactly_what_explain_asks(name, options):
     """The pipeline asks an explainer's texts before it explains: LIME's recording pass must see its real samples."""
     tokens = ["good", "dull", "bad", "good", "."]
@@ -73,4 +73,12 @@ def test_random_baseline_is_seeded_per_sentence():
 def test_unknown_explainer_lists_the_valid_ones():
     with pytest.raises(ValueError, match="occlusion"):
         explainer("shap")
-    assert set(EXPLAINERS) == {"occlusion", "lime", "random"}
+    assert set(EXPLAINERS) == {"occlusion", "lime", "lexicon", "random"}
+
+
+def test_lexicon_gives_each_word_its_rated_valence_scaled_to_one_and_asks_nothing():
+    probe = ToyProbe()
+    # VADER rates "great" 3.1 and "dull" -1.7 of -4 .. 4, "film" not at all; the study's sentences keep capitals
+    attribution = explainer("lexicon").explain(["Great", "film", ",", "dull", "ending"], probe)
+    assert attribution.values == pytest.approx((0.775, 0.0, 0.0, -0.425, 0.0))
+    assert attribution.source == "lexicon" and probe.asked == []

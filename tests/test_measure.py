@@ -126,6 +126,27 @@ def test_self_is_compared_with_random_and_occlusion_on_the_same_sentences():
     assert out[f"{share}_ci_low"] <= out[share] <= out[f"{share}_ci_high"] and out[f"{share}_n"] == 3
 
 
+def test_self_is_paired_against_the_lexicon_and_the_lexicon_gets_its_share_of_occlusion():
+    probe = ToyProbe()
+    probe.stats = _Stats()
+    sentences = [["good", "good", "film", "bad"], ["bad", "dull", "good", "day"], ["good", "fun", "good", "cast"]]
+    examples = [Example(str(i), " ".join(s), 1) for i, s in enumerate(sentences)]
+    # the self-explanation ranks "film", "day" and "cast" (unrated, untouched by the toy model) first
+    attributions = [Attribution(tuple(0.9 if w in ("film", "day", "cast") else 0.0 for w in s), "self")
+                    for s in sentences]
+    out, rows, kinds = program_faithfulness(examples, attributions, probe, mode=CORRECTED,
+                                            explainers=("occlusion", "random", "lexicon"))
+    assert kinds["lexicon"][0].values == pytest.approx((0.475, 0.475, 0.0, -0.625))
+    key = "comprehensiveness_bins_vs_lexicon"
+    assert out[key] == pytest.approx(out["comprehensiveness_bins"] - out["lexicon_comprehensiveness_bins"])
+    assert out[key] < 0 and out[f"{key}_n"] == 3 and {f"{key}_ci_low", f"{key}_p_value"} <= set(out)
+    share = "lexicon_comprehensiveness_bins_share_of_occlusion"
+    assert out[share] == pytest.approx(out["lexicon_comprehensiveness_bins"] / out["occlusion_comprehensiveness_bins"])
+    assert out[f"{share}_ci_low"] <= out[share] <= out[f"{share}_ci_high"]
+    assert all("lexicon" in row for row in rows)
+    assert faithfulness_summary(rows) == {k: v for k, v in out.items() if not k.startswith("faithfulness_")}
+
+
 def test_shards_of_a_run_give_the_whole_runs_faithfulness():
     # top-k explanations are padded to a full order from the sentence's random stream, so that stream must be the
     # one the sentence draws in the whole run

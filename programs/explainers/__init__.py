@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from programs.explainers.lexicon import LexiconExplainer
 from programs.explainers.lime import LimeExplainer
 from programs.explainers.occlusion import OcclusionExplainer
 from programs.explainers.random import RandomExplainer
@@ -11,6 +12,7 @@ from programs.explainers.random import RandomExplainer
 EXPLAINERS = {
     "occlusion": OcclusionExplainer,
     "lime": LimeExplainer,
+    "lexicon": LexiconExplainer,
     "random": RandomExplainer,
 }
 
