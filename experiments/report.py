@@ -24,6 +24,12 @@ from metrics.modes import CORRECTED
 from programs.types import Answer, InputError
 
 HEATMAP_KINDS = ("self", "occlusion", "lime", "lexicon", "random")
+# The variants table's estimate columns (metric key, header); the lexicon's appear when a variant measured it
+COLUMNS = (("accuracy", "accuracy"), ("comprehensiveness_bins", "comprehensiveness"),
+           ("random_comprehensiveness_bins", "random"), ("occlusion_comprehensiveness_bins", "occlusion"),
+           ("comprehensiveness_bins_vs_random", "self − random"), ("spearman_vs_occlusion", "Spearman vs occlusion"))
+LEXICON_COLUMNS = (("lexicon_comprehensiveness_bins", "lexicon"),
+                   ("comprehensiveness_bins_vs_lexicon", "self − lexicon"))
 SENTENCES = 6
 
 
@@ -35,9 +41,11 @@ def report_data(run_id: str, *, uri: str | None = None, sentences: int = SENTENC
     trials = [c for c in variants if "trial" in c["metrics"]]
     shown = [c for c in variants if "trial" not in c["metrics"]] or variants
     comparison = run["artifacts"].get("held_out_comparison.json") or {}
+    lexicon = any("lexicon_comprehensiveness_bins" in v["metrics"] for v in shown)
     return {
         "title": run["name"], "run": run, "generated": datetime.datetime.now().isoformat(timespec="seconds"),
         "description": run["tags"].get(tracking.NOTE_TAG, ""),
+        "columns": [*COLUMNS, *(LEXICON_COLUMNS if lexicon else ())],
         "variants": [_variant_row(v) for v in shown],
         "trials": [_variant_row(t) for t in trials],
         "comparison": comparison,
@@ -55,10 +63,7 @@ def _variant_row(run: dict[str, Any]) -> dict[str, Any]:
     name = run["tags"].get(tracking.VARIANT_TAG, run["name"])
     return {"name": name, "run_name": run["name"], "run_id": run["run_id"], "paper": name == PAPER.name,
             "description": run["tags"].get(tracking.NOTE_TAG, ""), "metrics": m,
-            "cells": {key: _estimate(m, key) for key in (
-                "accuracy", "comprehensiveness_bins", "random_comprehensiveness_bins",
-                "occlusion_comprehensiveness_bins", "comprehensiveness_bins_vs_random", "sufficiency_bins",
-                "spearman_vs_occlusion")},
+            "cells": {key: _estimate(m, key) for key, _ in (*COLUMNS, *LEXICON_COLUMNS)},
             "parse_failure_rate": m.get("parse_failure_rate"), "seconds_per_example": m.get("seconds_per_example"),
             "probe": run["params"].get("probe_mode")}
 

@@ -30,7 +30,7 @@ data: {source: sst2, train_n: 0, dev_n: 3, test_n: 3}
 variants:
   - {program: P, decision: batch}
   - {program: PE, value_mode: expected}
-measure: {mode: corrected, probe: logprob, faithfulness_n: 2, explainers: [occlusion, random]}
+measure: {mode: corrected, probe: logprob, faithfulness_n: 2, explainers: [occlusion, random, lexicon]}
 """
 
 
