@@ -28,6 +28,8 @@ MEASUREMENTS = ROOT / "docs" / "measurements"
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 PROGRAMS = {"P": "P", "PE": "P-E", "EP": "E-P", "PE-topk": "P-E top-k", "EP-topk": "E-P top-k"}
 SHARE = "comprehensiveness_bins_share_of_occlusion"
+LEXICON_SHARE = "lexicon_" + SHARE
+VS_LEXICON = "comprehensiveness_bins_vs_lexicon"
 DEMO_SOURCE_NAMES = {"occlusion": "teacher", "self": "own answers", "lexicon": "lexicon"}
 
 
@@ -201,12 +203,17 @@ def _draws(folder: Path) -> dict[tuple[Any, ...], dict[tuple[str, int, int], Run
 
 
 def _pooled(runs: Runs) -> tuple[dict[str, list[dict[str, float | None]]], dict[str, Any]]:
-    """Each sentence's comprehensiveness (self, random, occlusion) averaged over the draws, and the paired
-    comparison of those means."""
+    """Each sentence's comprehensiveness (self, random, occlusion, and the lexicon where every draw measured it)
+    averaged over the draws, and the paired comparison of those means."""
     count = len(runs[0][1]["examples"])
+    kinds = ("self", "random", "occlusion", *(("lexicon",) if all(_has_lexicon(r) for _, r in runs) else ()))
     mean = {kind: [{"comprehensiveness_bins": _mean_over_draws([r["examples"][i].get(kind) for _, r in runs])}
-                   for i in range(count)] for kind in ("self", "random", "occlusion")}
+                   for i in range(count)] for kind in kinds}
     return mean, paired_against_baselines(mean)
+
+
+def _has_lexicon(row: Mapping[str, Any]) -> bool:
+    return row.get("lexicon_comprehensiveness_bins") is not None
 
 
 def _mean_over_draws(rows: list[Mapping[str, float | None] | None]) -> float | None:
@@ -218,6 +225,35 @@ def _mean_over_draws(rows: list[Mapping[str, float | None] | None]) -> float | N
 def _mean(rows: list[Mapping[str, float | None]]) -> float | None:
     values = [r["comprehensiveness_bins"] for r in rows if r["comprehensiveness_bins"] is not None]
     return sum(values) / len(values) if values else None
+
+
+def lexicon_reference(folder: Path) -> str:
+    """Self-explanations beside a human lexicon's valences read through the same probe (``evaluate --lexicon``):
+    each run's shares of own occlusion and self - lexicon paired per sentence; then, for a setup measured with
+    several draws of demos on the same sentences, those draws taken together (:func:`demo_draws`)."""
+    header = ["model", "data", "program", "format", "n", "draws (demo seeds)", "self / occlusion",
+              "lexicon / occlusion", "self - lexicon (paired)", "files"]
+
+    def row(first: Mapping[str, Any], program: str, seeds: str, figures: Mapping[str, Any], files: str) -> list[str]:
+        return [first["model"], _data(first), program, first["format"], str(first["n"]), seeds,
+                _ci(figures, SHARE, 2), _ci(figures, LEXICON_SHARE, 2),
+                f"{_ci(figures, VS_LEXICON)}, p {_num(figures.get(VS_LEXICON + '_p_value'))}", files]
+
+    # each setup's runs by sentence set and draw, the draws taken together after them
+    keyed = [((r["model"], program, _data(r), r["n"], _seed(r)),
+              row(r, _program(program, {**r, "demo_seed": 0}), str(_seed(r)) if r.get("demos") else "-", r,
+                  f"`{stem}.json`"))
+             for stem, program, r in _evaluations(folder) if _has_lexicon(r)]
+    for (_, program, *_), sentences in _draws(folder).items():
+        for runs in sentences.values():
+            if len(runs) > 1 and all(_has_lexicon(r) for _, r in runs):
+                first = runs[0][1]
+                keyed.append(((first["model"], program, _data(first), first["n"], float("inf")),
+                              row(first, _program(program, {**first, "demo_seed": 0}),
+                                  ", ".join(str(_seed(r)) for _, r in runs) + ", taken together", _pooled(runs)[1],
+                                  ", ".join(f"`{stem}.json`" for stem, _ in runs))))
+    rows = [cells for _, cells in sorted(keyed, key=lambda item: item[0])]
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 
 def decision_rules(folder: Path) -> str:
@@ -430,6 +466,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "self-explanations": self_explanations,
     "demo-draws": demo_draws,
     "chosen-draw": chosen_draw,
+    "lexicon-reference": lexicon_reference,
     "decision-rules": decision_rules,
     "paired-programs": paired_programs,
     "answer-formats": answer_formats,

@@ -206,3 +206,39 @@ def test_the_draw_chosen_on_development_sentences_is_reported_where_it_was_held_
     first = [c.strip() for c in render(text, tmp_path).splitlines()[3].strip("|").split("|")]
     assert first[10] == "0.35 [0.25, 0.45]" and first[12] == "`held1.json`"
     assert first[11].endswith("(draws 0, 1)")  # every draw held out there, taken together
+
+
+def test_the_lexicon_reference_pairs_each_draw_and_the_draws_taken_together(tmp_path):
+    def draw(seed, self_values, lexicon_values):
+        examples = [{"id": i, "self": {"comprehensiveness_bins": s}, "random": {"comprehensiveness_bins": 0.1},
+                     "occlusion": {"comprehensiveness_bins": 0.4}, "lexicon": {"comprehensiveness_bins": x}}
+                    for i, (s, x) in enumerate(zip(self_values, lexicon_values, strict=True))]
+        row = {"model": "m", "data": "huang2023", "format": "polarity", "n": 4, "demos": 16, "demo_source": "lexicon",
+               "demo_seed": seed, "accuracy": 0.75, "comprehensiveness_bins": sum(self_values) / 4,
+               "comprehensiveness_bins_share_of_occlusion": sum(self_values) / 1.6,
+               "lexicon_comprehensiveness_bins": sum(lexicon_values) / 4,
+               "lexicon_comprehensiveness_bins_share_of_occlusion": sum(lexicon_values) / 1.6,
+               "lexicon_comprehensiveness_bins_share_of_occlusion_ci_low": 0.1,
+               "lexicon_comprehensiveness_bins_share_of_occlusion_ci_high": 0.9,
+               "comprehensiveness_bins_vs_lexicon": (sum(self_values) - sum(lexicon_values)) / 4,
+               "comprehensiveness_bins_vs_lexicon_p_value": 0.5, "examples": examples}
+        (tmp_path / f"draw{seed}.json").write_text(json.dumps({"PE": row}))
+
+    text = "<!-- table: lexicon-reference -->\n<!-- end: lexicon-reference -->\n"
+    assert "_not measured yet" in render(text, tmp_path)
+    draw(0, [0.2, 0.3, 0.2, 0.1], [0.2, 0.2, 0.2, 0.2])
+    draw(3, [0.1, 0.1, 0.2, 0.2], [0.2, 0.2, 0.2, 0.2])
+    lines = render(text, tmp_path).splitlines()[3:-1]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [c[5] for c in cells] == ["0", "3", "0, 3, taken together"]
+    assert cells[0][2] == "P-E, lexicon demos" and cells[0][7] == "0.50 [0.10, 0.90]"
+    assert cells[1][8] == "-0.050 [n/a, n/a], p 0.500" and cells[1][9] == "`draw3.json`"
+    # each sentence averaged over the draws: self 0.175, lexicon 0.2, occlusion 0.4
+    together = cells[2]
+    assert together[6].startswith("0.44 [") and together[7].startswith("0.50 [")
+    assert together[8].startswith("-0.025 [") and together[9] == "`draw0.json`, `draw3.json`"
+    # a draw measured without the lexicon leaves the draws' pooled row out, not half-measured
+    row = json.loads((tmp_path / "draw3.json").read_text())
+    del row["PE"]["lexicon_comprehensiveness_bins"]
+    (tmp_path / "draw3.json").write_text(json.dumps(row))
+    assert [line.split("|")[6].strip() for line in render(text, tmp_path).splitlines()[3:-1]] == ["0"]

@@ -40,14 +40,14 @@ run gemma_programs_polarity_val200 evaluate --program P,PE,EP --format polarity 
 # The restated E-P with its label read over 4 explanations sampled at temperature 1 (self-consistency), same 200
 run gemma_ep_polarity_restated_sc4_val200 evaluate --program EP --format polarity --explanation-samples 4 --decision all --n 200
 # P-E polarity whose demo words carry a human lexicon's sentiment (VADER; demo reviews it marks toward their label)
-# instead of the model's own occlusion
-run gemma_pe_polarity_lexicon_val200 evaluate --program PE --format polarity --demo-source lexicon --faithfulness --lime-samples 5 --n 200
-run gemma_pe_polarity_lexicon_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --faithfulness --lime-samples 5 --n 100
+# instead of the model's own occlusion; the lexicon itself measured beside them (--lexicon)
+run gemma_pe_polarity_lexicon_val200 evaluate --program PE --format polarity --demo-source lexicon --faithfulness --lime-samples 5 --lexicon --n 200
+run gemma_pe_polarity_lexicon_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --faithfulness --lime-samples 5 --lexicon --n 100
 # The same with other draws of the 16 demo reviews (how much the figures owe to the draw); 3 is the draw the
 # development sentences chose (below)
 for seed in 1 2 3; do
-  run gemma_pe_polarity_lexicon_draw${seed}_val200 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --n 200
-  run gemma_pe_polarity_lexicon_draw${seed}_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --n 100
+  run gemma_pe_polarity_lexicon_draw${seed}_val200 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --lexicon --n 200
+  run gemma_pe_polarity_lexicon_draw${seed}_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --lexicon --n 100
 done
 # Choosing the draw on development sentences (SST-2 validation 201-300, apart from both held-out sets): five draws,
 # the one with the highest share of its own occlusion there is the one held out (findings' chosen-draw table)
