@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = _command(commands, "evaluate", "run programs (P, PE, EP, PE-topk, EP-topk) on a dataset and summarise",
                         "  selfx evaluate --program all --n 200 --json eval.json\n"
-                        "  selfx evaluate --program PE,EP --faithfulness --n 50", _cmd_evaluate)
+                        "  selfx evaluate --program PE,EP --faithfulness --n 50\n"
+                        "  selfx evaluate --program PE --format polarity --demo-source lexicon --faithfulness "
+                        "--lexicon --n 200", _cmd_evaluate)
     _lm_args(evaluate)
     _data_args(evaluate, "sst2", 20)
     evaluate.add_argument("--skip", type=int, default=0, metavar="N",
