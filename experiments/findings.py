@@ -29,7 +29,6 @@ BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end:
 PROGRAMS = {"P": "P", "PE": "P-E", "EP": "E-P", "PE-topk": "P-E top-k", "EP-topk": "E-P top-k"}
 SHARE = "comprehensiveness_bins_share_of_occlusion"
 LEXICON_SHARE = "lexicon_" + SHARE
-VS_LEXICON = "comprehensiveness_bins_vs_lexicon"
 DEMO_SOURCE_NAMES = {"occlusion": "teacher", "self": "own answers", "lexicon": "lexicon"}
 
 
@@ -44,9 +43,9 @@ def _ci(row: Mapping[str, Any], key: str, digits: int = 3) -> str:
     return f"{_num(row[key], digits)} [{low}, {high}]"
 
 
-def _vs_random(row: Mapping[str, Any]) -> str:
-    """The paired difference self - random with its CI and permutation p."""
-    key = "comprehensiveness_bins_vs_random"
+def _vs_baseline(row: Mapping[str, Any], baseline: str = "random") -> str:
+    """The paired difference self - random (or another baseline) with its CI and permutation p."""
+    key = f"comprehensiveness_bins_vs_{baseline}"
     return f"{_ci(row, key)}, p {_num(row.get(key + '_p_value'))}"
 
 
@@ -109,7 +108,7 @@ def self_explanations(folder: Path) -> str:
         rows.append([r["model"], _data(r), _program(program, r), r["format"], str(r["n"]), _num(r["accuracy"]),
                      _ci(r, "comprehensiveness_bins"), _ci(r, "random_comprehensiveness_bins"),
                      _ci(r, "occlusion_comprehensiveness_bins"), _ci(r, "lime_comprehensiveness_bins"),
-                     _vs_random(r),
+                     _vs_baseline(r),
                      _ci(r, "comprehensiveness_bins_vs_occlusion"), share,
                      _ci(r, "spearman_vs_occlusion"), _num(r["seconds_per_example_median"], 2),
                      r.get("probe_reading", "n/a"), f"`{stem}.json`"])
@@ -136,7 +135,7 @@ def demo_draws(folder: Path) -> str:
                          ", ".join(_num(r["accuracy"]) for _, r in runs),
                          ", ".join(_num(r.get(SHARE), 2) for _, r in runs),
                          _num(_mean(mean["self"])), _num(_mean(mean["random"])), _num(_mean(mean["occlusion"])),
-                         _vs_random(pooled),
+                         _vs_baseline(pooled),
                          _ci(pooled, SHARE, 2), ", ".join(f"`{stem}.json`" for stem, _ in runs)])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
@@ -159,7 +158,7 @@ def chosen_draw(folder: Path) -> str:
                 if other == data and other_skip < skip + n and skip < other_skip + other_n:
                     continue  # overlaps the development sentences
                 held = next(((stem, r) for stem, r in runs if _seed(r) == _seed(chosen)), None)
-                cells = ([_num(held[1]["accuracy"]), _vs_random(held[1]), _ci(held[1], SHARE, 2)] if held
+                cells = ([_num(held[1]["accuracy"]), _vs_baseline(held[1]), _ci(held[1], SHARE, 2)] if held
                          else ["not measured"] * 3)
                 everyone = (f"{_ci(_pooled(runs)[1], SHARE, 2)} (draws {', '.join(str(_seed(r)) for _, r in runs)})"
                             if len(runs) > 1 else "n/a")
@@ -236,8 +235,7 @@ def lexicon_reference(folder: Path) -> str:
 
     def row(first: Mapping[str, Any], program: str, seeds: str, figures: Mapping[str, Any], files: str) -> list[str]:
         return [first["model"], _data(first), program, first["format"], str(first["n"]), seeds,
-                _ci(figures, SHARE, 2), _ci(figures, LEXICON_SHARE, 2),
-                f"{_ci(figures, VS_LEXICON)}, p {_num(figures.get(VS_LEXICON + '_p_value'))}", files]
+                _ci(figures, SHARE, 2), _ci(figures, LEXICON_SHARE, 2), _vs_baseline(figures, "lexicon"), files]
 
     # each setup's runs by sentence set and draw, the draws taken together after them
     keyed = [((r["model"], program, _data(r), r["n"], _seed(r)),
@@ -451,7 +449,7 @@ def optimisation_held_out(folder: Path) -> str:
                         f"p {_num(d['p_value'])}{mcnemar}")
             rows.append([f"`{name}`", label, f"`{row['variant']}`", _ci(row, "accuracy"),
                          _ci(row, "comprehensiveness_bins"),
-                         _vs_random(row), versus("vs_paper_accuracy"),
+                         _vs_baseline(row), versus("vs_paper_accuracy"),
                          versus("vs_paper_comprehensiveness"),
                          _num(r["wall_seconds"] / 60 if r.get("wall_seconds") else None, 0)
                          if label == "paper" else ""])

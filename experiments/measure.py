@@ -37,6 +37,9 @@ from programs.types import Answer, Attribution, Example
 
 # The order explanation kinds appear in tables and agreement pairs.
 KINDS = ("self", "topk", "occlusion", "lime", "lexicon", "random")
+# The baselines self is paired against, and the kinds reported as a share of occlusion (paired_against_baselines)
+PAIRED_BASELINES = ("random", "occlusion", "lexicon")
+SHARES_OF_OCCLUSION = ("self", "lexicon")
 TOPK_PROTOCOLS = ("single-step", "padded")
 
 
@@ -276,12 +279,18 @@ def faithfulness_summary(records: Sequence[Mapping[str, Any]], *, seed: int = 0)
         extra = ("comprehensiveness_topk", "sufficiency_topk") if any("comprehensiveness_topk" in r
                                                                       for r in kind_rows) else ()
         summary = aggregate(kind_rows, (*PROGRAM_METRICS, *extra), seed=seed)
-        out.update({(k if kind == "self" else f"{kind}_{k}"): v for k, v in summary.items()})
+        out.update({kind_key(kind, k): v for k, v in summary.items()})
     out.update(paired_against_baselines(rows, seed=seed))
     out.update(explanation_summary(records))
     if records and OCCLUSION_PAIR in records[0]:
         out.update(occlusion_agreement([r[OCCLUSION_PAIR] for r in records], seed=seed))
     return out
+
+
+def kind_key(kind: str, key: str) -> str:
+    """A kind's flat metric key: self's figures keep their names, every other kind's are prefixed with it
+    (``comprehensiveness_bins``, ``occlusion_comprehensiveness_bins``)."""
+    return key if kind == "self" else f"{kind}_{key}"
 
 
 def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | None]]], *, seed: int = 0,
@@ -292,18 +301,18 @@ def paired_against_baselines(rows: Mapping[str, Sequence[Mapping[str, float | No
     ``lexicon_<metric>_share_of_occlusion``."""
     values = {kind: [r.get(metric) for r in kind_rows] for kind, kind_rows in rows.items()}
     out: dict[str, Any] = {}
-    for baseline in ("random", "occlusion", "lexicon"):
+    for baseline in PAIRED_BASELINES:
         if baseline not in values:
             continue
         diff = paired_difference(values["self"], values[baseline], seed=seed)
         key = f"{metric}_vs_{baseline}"
         out.update({key: diff["difference"], f"{key}_ci_low": diff["ci_low"], f"{key}_ci_high": diff["ci_high"],
                     f"{key}_p_value": diff["p_value"], f"{key}_n": diff["n"]})
-    for kind in ("self", "lexicon"):
+    for kind in SHARES_OF_OCCLUSION:
         if "occlusion" not in values or kind not in values:
             continue
         share = paired_ratio(values[kind], values["occlusion"], seed=seed)
-        key = f"{metric}_share_of_occlusion" if kind == "self" else f"{kind}_{metric}_share_of_occlusion"
+        key = kind_key(kind, f"{metric}_share_of_occlusion")
         out.update({key: share["ratio"], f"{key}_ci_low": share["ci_low"], f"{key}_ci_high": share["ci_high"],
                     f"{key}_n": share["n"]})
     return out

@@ -41,11 +41,11 @@ def report_data(run_id: str, *, uri: str | None = None, sentences: int = SENTENC
     trials = [c for c in variants if "trial" in c["metrics"]]
     shown = [c for c in variants if "trial" not in c["metrics"]] or variants
     comparison = run["artifacts"].get("held_out_comparison.json") or {}
-    lexicon = any("lexicon_comprehensiveness_bins" in v["metrics"] for v in shown)
+    lexicon = any(LEXICON_COLUMNS[0][0] in v["metrics"] for v in shown)
     return {
         "title": run["name"], "run": run, "generated": datetime.datetime.now().isoformat(timespec="seconds"),
         "description": run["tags"].get(tracking.NOTE_TAG, ""),
-        "columns": [*COLUMNS, *(LEXICON_COLUMNS if lexicon else ())],
+        "lexicon": lexicon, "columns": [*COLUMNS, *(LEXICON_COLUMNS if lexicon else ())],
         "variants": [_variant_row(v) for v in shown],
         "trials": [_variant_row(t) for t in trials],
         "comparison": comparison,

@@ -33,6 +33,9 @@ def check_lm(summary: Mapping[str, Any]) -> None:
 
 
 def evaluate(report: Mapping[str, Mapping[str, Any]]) -> None:
+    # imported here: the measurement module (numpy, metrics) is loaded by then, and the CLI starts without it
+    from experiments.measure import PAIRED_BASELINES, SHARES_OF_OCCLUSION, kind_key
+
     columns = ["accuracy", "parse_failure_rate", "token_coverage", "seconds_per_example", "tokens_per_example", "n"]
     print(f"{'program':<9}" + "".join(f"{c:>20}" for c in columns))
     for name, row in report.items():
@@ -55,12 +58,12 @@ def evaluate(report: Mapping[str, Mapping[str, Any]]) -> None:
             for key in ("comprehensiveness_bins", "sufficiency_bins"):
                 print(f"  {key}: self {with_ci(row, key)}"
                       + "".join(f", {b} {with_ci(row, f'{b}_{key}')}" for b in baselines))
-            for b in ("random", "occlusion", "lexicon"):
+            for b in PAIRED_BASELINES:
                 if f"comprehensiveness_bins_vs_{b}" in row:
                     print(f"  self - {b} (paired): {with_ci(row, f'comprehensiveness_bins_vs_{b}')}, "
                           f"p = {fmt(row[f'comprehensiveness_bins_vs_{b}_p_value'])}")
-            for kind in ("self", "lexicon"):
-                key = ("" if kind == "self" else f"{kind}_") + "comprehensiveness_bins_share_of_occlusion"
+            for kind in SHARES_OF_OCCLUSION:
+                key = kind_key(kind, "comprehensiveness_bins_share_of_occlusion")
                 if key in row:
                     print(f"  {kind} / occlusion: {with_ci(row, key)}")
 
