@@ -10,7 +10,10 @@ holding everything that defines the decision function. Modes:
   for programs that answer the label first (P, P-E). For full E-P, whose label follows its explanation,
   the label is read after a *neutral explanation* forced in (every word 0.0, or ``neutral``): a named
   approximation (``approximation`` says which), one pass instead of a decoded explanation per text. E-P
-  top-k is decoded (its k words are cheap). API models run the program and read its label logprobs.
+  top-k is decoded (its k words are cheap). API models run the program and read its label logprobs; one that
+  answers its label first (P-E, P-E top-k) is stopped where the field after its label and stated confidence
+  begins (``through-label``): the same prompt, schema and greedy tokens up to the label, so the same decision,
+  without paying for an explanation per perturbed text.
 - ``same-program``: the program decoded in full for every text (E-P exact; the study's protocol), its
   stated confidence as the probability.
 - ``zero-shot``: the zero-shot prediction-only program's label slot, whatever was explained: the
@@ -43,7 +46,7 @@ from dspy.utils.exceptions import (
     LMUnexpectedError,
 )
 
-from programs.lean_adapter import default_adapter
+from programs.lean_adapter import LeanAdapter, default_adapter
 from programs.lm import describe_lm, is_embedded
 from programs.probe_cache import ProbeCache, cache_key
 from programs.readout import to_answer
@@ -54,6 +57,8 @@ from programs.types import LABELS, Answer, first_line
 
 PROBE_MODES = ("logprob", "same-program", "zero-shot")
 NEUTRAL_EXPLANATION = "neutral-explanation"
+THROUGH_LABEL = "through-label"
+DECODED = ("decoded", THROUGH_LABEL)  # readings that run the program (its decision rule shapes what it writes)
 
 
 class Probe(Protocol):
@@ -138,20 +143,24 @@ class ProgramProbe:
         self.program = program if mode != "zero-shot" else SentimentProgram("P", value_mode=program.value_mode)
         first = next(iter(self.program.predict.signature.output_fields))
         embedded = is_embedded(lm)
-        # how an answer is made: a label-slot reading ("slot"), after a forced neutral explanation, or decoded
-        if mode == "same-program" or not embedded or self.program.name == "EP-topk":
-            self.reading = "decoded"
-        elif first == "label":
-            self.reading = "slot"
+        # how an answer is made: a label-slot reading ("slot"), after a forced neutral explanation, decoded up to
+        # the label (API models, label first), or decoded in full
+        self._answer_adapter = self.adapter
+        if embedded and mode != "same-program" and self.program.name != "EP-topk":
+            self.reading = "slot" if first == "label" else NEUTRAL_EXPLANATION
+        elif mode != "same-program" and _fields_after_label(self.program.predict.signature) \
+                and type(self.adapter) in _THROUGH_LABEL:
+            self.reading = THROUGH_LABEL
+            self._answer_adapter = _THROUGH_LABEL[type(self.adapter)]()
         else:
-            self.reading = NEUTRAL_EXPLANATION
+            self.reading = "decoded"
         lm_id = describe_lm(lm)
         parts = (type(self.adapter).__name__, self.reading, *((f"decoder-{DECODER_VERSION}",) if embedded else ()))
         # a slot reading is the model's, before the decision rule adds its bias: it is cached without the rule, so
         # programs that differ only in rule or calibration batch (20 or 200 sentences, trial after trial) share it;
         # a decoded answer goes on after its label (P-E's explanation), so it keeps the rule in its key
         self._key_parts = (lm_id["backend"], lm_id["model"],
-                           program_fingerprint(self.program, decision=self.reading == "decoded"), mode, *parts)
+                           program_fingerprint(self.program, decision=self.reading in DECODED), mode, *parts)
         self.fingerprint = cache_key(lm_id["backend"], lm_id["model"], program_fingerprint(self.program), mode,
                                      *parts)[:16]
         self.stats = ProbeStats()
@@ -204,7 +213,7 @@ class ProgramProbe:
         return [calibrated(self._memo[text], bias) for text in texts]
 
     def _ask(self, texts: Sequence[str], update: Callable[[int], Any]) -> list[Answer]:
-        if self.reading == "decoded":
+        if self.reading in DECODED:
             return self._decoded(texts, update)
         return self._slot_readings(texts, update)
 
@@ -226,7 +235,7 @@ class ProgramProbe:
         in input order whatever order they arrive in."""
         def one(text: str) -> Answer:
             try:
-                with dspy.context(lm=self.lm, adapter=self.adapter):
+                with dspy.context(lm=self.lm, adapter=self._answer_adapter):
                     answer = to_answer(self.program(review=text))
             except TRANSIENT as exc:
                 # the client has already retried (429, 5xx, timeouts): a counted failure, never a default label
@@ -250,3 +259,38 @@ class ProgramProbe:
         if RESTATED in self.program.predict.signature.output_fields:
             answer[RESTATED] = text
         return json.dumps(answer, ensure_ascii=False)[:-1] + ', "label": "'
+
+
+def _fields_after_label(signature: type[dspy.Signature]) -> list[str]:
+    """The output fields after a label-first answer's label and stated confidence (P-E's explanation, P-E top-k's
+    words); none when the label is not first or nothing follows it."""
+    names = list(signature.output_fields)
+    head = 2 if names[:2] == ["label", "confidence"] else 1
+    return names[head:] if names[:1] == ["label"] else []
+
+
+class _ThroughLabelMixin:
+    """A JSON-answer adapter whose request stops where the key of the field after the label (and stated
+    confidence) begins; the answer so far is closed and parsed as those leading fields (the rest are None)."""
+
+    def __call__(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
+                 demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        stop = json.dumps(_fields_after_label(signature)[0])
+        return super().__call__(lm, {**lm_kwargs, "stop": [stop]}, signature, demos, inputs)  # type: ignore[misc]
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        head = signature
+        for name in _fields_after_label(signature):
+            head = head.delete(name)
+        return super().parse(head, completion.rstrip().rstrip(",") + "}")  # type: ignore[misc]
+
+
+class _JSONThroughLabel(_ThroughLabelMixin, dspy.JSONAdapter):
+    pass
+
+
+class _LeanThroughLabel(_ThroughLabelMixin, LeanAdapter):
+    pass
+
+
+_THROUGH_LABEL: dict[type, type[dspy.Adapter]] = {dspy.JSONAdapter: _JSONThroughLabel, LeanAdapter: _LeanThroughLabel}

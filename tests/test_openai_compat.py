@@ -118,3 +118,31 @@ def test_e_p_label_is_read_after_explanation_tokens_that_look_like_labels(server
     # the label token's reading (other spellings such as "Positive" add a little mass), not the word's
     assert read == pytest.approx(odds(alternatives(content[at])), abs=0.05)
     assert abs(read - odds(early[0])) > 0.5
+
+
+def test_a_label_first_program_is_probed_through_its_label_with_the_full_answers_reading(server):
+    """P-E over the API, stopped where its explanation begins: the same labels and label log-probabilities as
+    the full answers (same prompt, schema and greedy tokens up to the label), for fewer generated tokens."""
+    require_shared("sst2", "validation.jsonl")
+    from programs.data import load_examples
+    from programs.lm import make_lm
+    from programs.probe import ProgramProbe
+    from programs.self_explain import SentimentProgram
+
+    texts = [example.text for example in load_examples("sst2", split="validation", n=2)]
+    lm = make_lm("openai/smollm2-135m", api_base=server, cache=False)
+    program = SentimentProgram("PE")
+    used = {}
+    answers = {}
+    for mode in ("logprob", "same-program"):
+        probe = ProgramProbe(program, lm, mode=mode)
+        start = len(lm.history)
+        answers[probe.reading] = probe.answers(texts)
+        used[probe.reading] = sum(entry["usage"]["completion_tokens"] for entry in lm.history[start:])
+    short, full = answers["through-label"], answers["decoded"]
+    assert all(a.ok for a in short + full)
+    assert [a.label for a in short] == [a.label for a in full]
+    for a, b in zip(short, full, strict=True):
+        assert a.info["label_logprobs"] == pytest.approx(b.info["label_logprobs"], abs=1e-3)
+    assert used["through-label"] < used["decoded"]
+    assert all('"explanation"' not in entry["outputs"][0]["text"] for entry in lm.history[:2])

@@ -96,6 +96,24 @@ def test_label_probabilities_from_api_top_logprobs():
     assert math.exp(label_log_probs(chat)["positive"]) == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize("adapter", [dspy.JSONAdapter(), LeanAdapter()])
+@pytest.mark.parametrize(("name", "rest"), [("PE", "explanation"), ("PE-topk", "top_words")])
+def test_an_api_probe_reads_a_label_first_program_only_through_its_label(adapter, name, rest):
+    # the server stops at the next field's key (it is not echoed): what arrives is the answer up to it
+    reply, expected = {"PE": ('{"label": "positive", "confidence": 0.7, ', ("positive", 0.7)),
+                       "PE-topk": ('{\n  "label": "negative",\n  "confidence": 0.6,\n  ', ("negative", 0.6))}[name]
+    lm = scripted_lm(lambda request: reply)
+    probe = ProgramProbe(SentimentProgram(name), lm, adapter=adapter)
+    assert probe.reading == "through-label" and probe.approximation is None
+    answers = probe.answers(["a fine film", "dull"])
+    assert [(a.label, a.confidence) for a in answers] == [expected] * 2
+    assert [tuple(r.config.stop) for r in lm.engine.requests] == [(f'"{rest}"',)] * 2
+    # the full answer is still the program's own: with its stated confidence, P and E-P, and any other adapter
+    others = [("PE", {"mode": "same-program"}), ("P", {}), ("EP", {}), ("PE", {"adapter": dspy.ChatAdapter()})]
+    for other, kwargs in others:
+        assert ProgramProbe(SentimentProgram(other), lm, **({"adapter": adapter} | kwargs)).reading == "decoded"
+
+
 def test_label_is_read_after_an_explanation_whose_words_look_like_labels():
     # E-P from an API: "n" (of "n't") and "pos" come before the label and must not be taken for it
     stream = _api_tokens('{"explanation": [["ca", 0.0], ["', ("n", {"n": 0.9, "p": 0.1}), '\'t", -0.6], ["',
