@@ -58,7 +58,7 @@ from programs.types import LABELS, Answer, first_line
 PROBE_MODES = ("logprob", "same-program", "zero-shot")
 NEUTRAL_EXPLANATION = "neutral-explanation"
 THROUGH_LABEL = "through-label"
-DECODED = ("decoded", THROUGH_LABEL)  # readings that run the program (its decision rule shapes what it writes)
+DECODED = ("decoded", THROUGH_LABEL)  # readings that run the program: what they store, its rule has decided
 
 
 class Probe(Protocol):
@@ -158,7 +158,8 @@ class ProgramProbe:
         parts = (type(self.adapter).__name__, self.reading, *((f"decoder-{DECODER_VERSION}",) if embedded else ()))
         # a slot reading is the model's, before the decision rule adds its bias: it is cached without the rule, so
         # programs that differ only in rule or calibration batch (20 or 200 sentences, trial after trial) share it;
-        # a decoded answer goes on after its label (P-E's explanation), so it keeps the rule in its key
+        # a decoded answer was decided by the program (an embedded P-E writes its explanation after the decided
+        # label; an API program's label is re-decided from its log-probabilities), so it keeps the rule in its key
         self._key_parts = (lm_id["backend"], lm_id["model"],
                            program_fingerprint(self.program, decision=self.reading in DECODED), mode, *parts)
         self.fingerprint = cache_key(lm_id["backend"], lm_id["model"], program_fingerprint(self.program), mode,
