@@ -53,6 +53,10 @@ done
 # draw 1, the lexicon measured beside them
 run gemma_ep_polarity_lexicon_huang100 evaluate --data huang2023 --program EP --format polarity --demo-source lexicon --faithfulness --lexicon --n 100
 run gemma_ep_polarity_lexicon_draw1_huang100 evaluate --data huang2023 --program EP --format polarity --demo-source lexicon --demo-seed 1 --faithfulness --lexicon --n 100
+# ... and its probe, exact against the approximation, on the first 20 validation sentences (the exact reading decodes
+# an explanation for every perturbed text: about 40 min here)
+run gemma_ep_polarity_lexicon_val20_same_program evaluate --program EP --format polarity --demo-source lexicon --faithfulness --lexicon --probe same-program --n 20
+run gemma_ep_polarity_lexicon_val20 evaluate --program EP --format polarity --demo-source lexicon --faithfulness --lexicon --n 20
 # Choosing the draw on development sentences (SST-2 validation 201-300, apart from both held-out sets): five draws,
 # the one with the highest share of its own occlusion there is the one held out (findings' chosen-draw table)
 for seed in 3 4 0 1 2; do
