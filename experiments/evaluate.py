@@ -221,14 +221,18 @@ def evaluate(programs: str = "all", *, data: str = "sst2", n: int = 20, skip: in
         if faithfulness and program.granularity is not None:
             explainers = ("occlusion", "random", *(("lime",) if lime_samples_per_token else ()),
                           *(("lexicon",) if lexicon else ()))
-            measured, sentences, _ = program_faithfulness(part, ran.attributions, probe, mode=CORRECTED,
-                                                          explainers=explainers, first=start,
-                                                          lime_samples_per_token=lime_samples_per_token)
+            measured, sentences, kinds = program_faithfulness(part, ran.attributions, probe, mode=CORRECTED,
+                                                              explainers=explainers, first=start,
+                                                              lime_samples_per_token=lime_samples_per_token)
             settings.update({**probe.describe(), "lime_samples_per_token": lime_samples_per_token,
                              "explainers": list(explainers)})
             totals.update({key: measured[key] for key in TOTALS if key in measured})
-            for record, sentence in zip(records, sentences, strict=True):
+            for i, (record, sentence) in enumerate(zip(records, sentences, strict=True)):
                 record.update(sentence)
+                # every kind's word values beside its figures, so a reader can see what each one ranked first
+                record["tokens"] = list(part[i].tokens)
+                record["explanations"] = {kind: xs[i].as_record() if xs[i] is not None else None
+                                          for kind, xs in kinds.items()}
         elif with_occlusion and program.granularity == "full":
             tokens = [list(e.tokens) for e in part]
             kinds = {"self": [Explanation.of(a) for a in ran.attributions],

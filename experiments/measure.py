@@ -61,6 +61,18 @@ class Explanation:
         ranking = tuple(attribution.ranking) if attribution.ranking is not None else None
         return cls(tuple(attribution.values), ranking, topk=ranking is not None)
 
+    def as_record(self) -> dict[str, Any]:
+        """The explanation as a report's JSON keeps it: its values, rounded to 6 decimals to keep a report small
+        (words closer than that read as tied), and its ranking when it gives one.
+
+        >>> Explanation((0.1234567, None), (1, 0), topk=True).as_record()
+        {'values': [0.123457, None], 'ranking': [1, 0]}
+        """
+        record: dict[str, Any] = {"values": [None if v is None else round(v, 6) for v in self.values]}
+        if self.ranking is not None:
+            record["ranking"] = list(self.ranking)
+        return record
+
 
 @dataclass
 class Measurement:

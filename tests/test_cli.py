@@ -6,6 +6,7 @@ import pytest
 
 from experiments.cli import main
 from programs.data import injected_pairs, load_examples
+from programs.explainers.lexicon import lexicon_values
 from tests.conftest import require_shared
 
 
@@ -120,6 +121,13 @@ def test_merged_shards_report_what_the_whole_run_reports(program, options, tmp_p
         assert whole["explainers"] == ["occlusion", "random", "lime", "lexicon"]
         assert merged["comprehensiveness_bins_vs_lexicon"] == whole["comprehensiveness_bins_vs_lexicon"]
         assert whole["lexicon_comprehensiveness_bins_share_of_occlusion_n"] == 5
+        # each sentence keeps every kind's word values beside its figures (what each explanation ranked first)
+        for example in whole["examples"]:
+            tokens, kept = example["tokens"], example["explanations"]
+            assert set(kept) == {"self", "occlusion", "random", "lime", "lexicon"}
+            assert all(len(kept[kind]["values"]) == len(tokens) for kind in kept)
+            assert kept["lexicon"]["values"] == [round(v, 6) for v in lexicon_values(tokens)]
+            assert any(v not in (None, 0.0) for v in kept["self"]["values"])
 
 
 @pytest.mark.model
