@@ -19,6 +19,7 @@ from typing import Any
 from experiments.config import Variant
 from experiments.measure import paired_against_baselines
 from metrics.stats import paired_accuracy
+from programs.embedded_models import DEFAULT_SETUP
 from programs.self_explain import explains_first
 from programs.signatures import RESTATED
 
@@ -77,15 +78,19 @@ def _program(program: str, row: Mapping[str, Any]) -> str:
     """The program's name, whether its answer restates the review before the label (E-P since that field
     exists; files written before evaluate recorded ``answer_fields`` predate it), over how many sampled
     explanations its label was read (none before ``explanation_samples`` was recorded), where its demos'
-    explanations came from when not from the teacher (the default) and which draw of demos it had when not the
-    default's (seed 0; files written before ``demo_seed`` was recorded had seed 0)."""
+    explanations came from when not from the teacher (the default), how many demos it had when not the embedded
+    default setup's number and which draw of demos it had when not the default's (seed 0; files written before
+    ``demo_seed`` was recorded had seed 0)."""
     restated = RESTATED in row.get("answer_fields", ())
     samples = row.get("explanation_samples") or 0
     source = row.get("demo_source") or "occlusion"
     seed = row.get("demo_seed") or 0
+    count = row.get("demos")
+    number = f"{count} " if count and count != DEFAULT_SETUP.demos else ""
+    demos = (f", {number}{DEMO_SOURCE_NAMES[source]} demos" if source not in ("occlusion", "label")
+             else f", {number}demos" if number else "")
     return (PROGRAMS.get(program, program) + (", review restated" if restated else "") + _label_over(samples)
-            + (f", {DEMO_SOURCE_NAMES[source]} demos" if source not in ("occlusion", "label") else "")
-            + (f" (draw {seed})" if seed else ""))
+            + demos + (f" (draw {seed})" if seed else ""))
 
 
 def _label_over(samples: int) -> str:
@@ -251,6 +256,72 @@ def lexicon_reference(folder: Path) -> str:
                                   ", ".join(str(_seed(r)) for _, r in runs) + ", taken together", _pooled(runs)[1],
                                   ", ".join(f"`{stem}.json`" for stem, _ in runs))))
     rows = [cells for _, cells in sorted(keyed, key=lambda item: item[0])]
+    return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
+
+
+def _word_kind(token: str, lexicon_value: float, toward: int) -> str:
+    """What a word is, for :func:`top_fifth`: ``rated`` (the lexicon rates it toward the label), ``function``
+    (punctuation, a stop word of scikit-learn's English list or a clitic such as "n't"), or ``content``."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # a kept list, not ours; comes with lime
+
+    word = token.lower()
+    if toward * lexicon_value > 0:
+        return "rated"
+    if not any(c.isalnum() for c in word) or word in ENGLISH_STOP_WORDS or word.startswith("'") or word == "n't":
+        return "function"
+    return "content"
+
+
+def top_fifth(folder: Path) -> str:
+    """What each explanation ranks in a review's top fifth (ERASER's 20 % bin, corrected mode: toward the predicted
+    label, ties by position) and how much each of those words moves the program's label alone (its own occlusion
+    value toward the label, a mean over words), for runs that kept their word values (``evaluate --faithfulness
+    --lexicon``): self's, the lexicon's and occlusion's top fifth, split by what the words are."""
+    from metrics.faithfulness import bin_sizes, rank_positions
+    from metrics.modes import CORRECTED
+
+    header = ["model", "data", "program", "n", "top-fifth words", "occlusion a word: self's / lexicon's / "
+              "occlusion's top", "lexicon-rated words in self's / lexicon's / occlusion's top",
+              "occlusion a word: self's other words / lexicon's filler", "occlusion's top: punctuation and function "
+              "words / unrated content words", "of those content words, in self's / lexicon's top", "file"]
+    rows = []
+    for stem, program, r in _evaluations(folder):
+        kept = [e for e in r.get("examples", []) if e["label"] is not None and e.get("explanations")
+                and all((e["explanations"].get(k) or {}).get("values") for k in ("self", "occlusion", "lexicon"))]
+        if not kept:
+            continue
+        words = 0
+        occl: dict[str, list[float]] = {k: [] for k in ("self", "lexicon", "occlusion", "self_other", "filler")}
+        rated = {"self": 0, "lexicon": 0, "occlusion": 0}
+        occlusion_kinds = {"function": 0, "content": 0}
+        found = {"self": 0, "lexicon": 0}
+        for e in kept:
+            predicted = 1 if e["label"] == "positive" else 0
+            toward = 1 if predicted else -1
+            values = {k: e["explanations"][k]["values"] for k in ("self", "occlusion", "lexicon")}
+            k = bin_sizes(len(e["tokens"]), (0.2,))[0]
+            top = {kind: rank_positions(values[kind], predicted=predicted, mode=CORRECTED)[:k] for kind in values}
+            kinds = [_word_kind(t, v, toward) for t, v in zip(e["tokens"], values["lexicon"], strict=True)]
+            moved = [toward * v if v is not None else None for v in values["occlusion"]]
+            words += k
+            for kind, positions in top.items():
+                occl[kind] += [moved[i] for i in positions if moved[i] is not None]
+                rated[kind] += sum(kinds[i] == "rated" for i in positions)
+            occl["self_other"] += [moved[i] for i in top["self"] if kinds[i] != "rated" and moved[i] is not None]
+            occl["filler"] += [moved[i] for i in top["lexicon"] if kinds[i] != "rated" and moved[i] is not None]
+            content = [i for i in top["occlusion"] if kinds[i] == "content"]
+            occlusion_kinds["function"] += sum(kinds[i] == "function" for i in top["occlusion"])
+            occlusion_kinds["content"] += len(content)
+            found["self"] += sum(i in top["self"] for i in content)
+            found["lexicon"] += sum(i in top["lexicon"] for i in content)
+
+        mean = {kind: _num(sum(xs) / len(xs) if xs else None) for kind, xs in occl.items()}
+        rows.append([r["model"], _data(r), _program(program, r), str(len(kept)), str(words),
+                     f"{mean['self']} / {mean['lexicon']} / {mean['occlusion']}",
+                     f"{rated['self']} / {rated['lexicon']} / {rated['occlusion']}",
+                     f"{mean['self_other']} / {mean['filler']}",
+                     f"{occlusion_kinds['function']} / {occlusion_kinds['content']}",
+                     f"{found['self']} / {found['lexicon']}", f"`{stem}.json`"])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 
@@ -465,6 +536,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "demo-draws": demo_draws,
     "chosen-draw": chosen_draw,
     "lexicon-reference": lexicon_reference,
+    "top-fifth": top_fifth,
     "decision-rules": decision_rules,
     "paired-programs": paired_programs,
     "answer-formats": answer_formats,

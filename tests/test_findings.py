@@ -37,6 +37,11 @@ def test_a_new_measurement_changes_its_table_and_nothing_else(tmp_path):
     # another draw of demos is named by its seed; the default draw (seed 0) is not
     (tmp_path / "y.json").write_text(json.dumps({"PE": {**row, "demo_source": "lexicon", "demo_seed": 2}}))
     assert "| P-E, lexicon demos (draw 2) | polarity |" in render(text, tmp_path).splitlines()[5]
+    # a number of demos other than the embedded default setup's (16) is named too
+    (tmp_path / "y.json").write_text(json.dumps({"PE": {**row, "demo_source": "lexicon", "demos": 32}}))
+    assert "| P-E, 32 lexicon demos | polarity |" in render(text, tmp_path).splitlines()[5]
+    (tmp_path / "y.json").write_text(json.dumps({"PE": {**row, "demos": 8}}))
+    assert "| P-E, 8 demos | polarity |" in render(text, tmp_path).splitlines()[5]
     # the share of occlusion with its paired CI where evaluate reported one
     share = {"comprehensiveness_bins_share_of_occlusion": 0.5, "comprehensiveness_bins_share_of_occlusion_ci_low": 0.4,
              "comprehensiveness_bins_share_of_occlusion_ci_high": 0.62}
@@ -242,3 +247,28 @@ def test_the_lexicon_reference_pairs_each_draw_and_the_draws_taken_together(tmp_
     del row["PE"]["lexicon_comprehensiveness_bins"]
     (tmp_path / "draw3.json").write_text(json.dumps(row))
     assert [line.split("|")[6].strip() for line in render(text, tmp_path).splitlines()[3:-1]] == ["0"]
+
+
+def test_the_top_fifth_of_each_explanation_is_split_by_what_its_words_are(tmp_path):
+    def example(tokens, label, self_values, lexicon, occlusion):
+        return {"id": len(tokens), "gold": 1, "label": label, "tokens": tokens,
+                "explanations": {"self": {"values": self_values}, "lexicon": {"values": lexicon},
+                                 "occlusion": {"values": occlusion}, "random": {"values": [0.0] * len(tokens)}}}
+
+    examples = [  # one word in a top fifth of 4, two of 6; occlusion values are P(positive) drops
+        example(["a", "great", "film", "."], "positive", [0, 0.2, 0.9, 0], [0, 0.775, 0, 0], [0.01, 0.3, 0.5, 0.4]),
+        example(["dull", ",", "not", "fun", "at", "all"], "negative", [-0.9, 0, 0, -0.5, 0, 0],
+                [-0.4, 0, 0, 0.5, 0, 0], [-0.2, 0.01, -0.3, 0.05, 0, 0]),
+        {"id": 9, "gold": 0, "label": None, "tokens": ["x"], "explanations": None},  # a failed answer: left out
+    ]
+    row = {"model": "m", "backend": "local", "data": "huang2023", "format": "polarity", "n": 3, "accuracy": 1.0,
+           "examples": examples}
+    (tmp_path / "kept.json").write_text(json.dumps({"PE": row}))
+    (tmp_path / "older.json").write_text(json.dumps({"PE": {**row, "examples": [{"id": 1, "label": "positive"}]}}))
+    text = "<!-- table: top-fifth -->\n<!-- end: top-fifth -->\n"
+    lines = render(text, tmp_path).splitlines()
+    assert len(lines) == 5 and lines[3].endswith("`kept.json` |")  # a run without word values has no row
+    # self's top: film (0.5), dull (0.2), fun (-0.05 toward negative); the lexicon's: great (0.3), dull, then ","
+    # by position (-0.01); occlusion's: film, not (0.3), dull. Rated toward the label: dull, great, dull, dull.
+    # "not" is a stop word; film a content word that self's top holds and the lexicon's does not.
+    assert "| 2 | 3 | 0.217 / 0.163 / 0.333 | 1 / 2 / 1 | 0.225 / -0.010 | 1 / 1 | 1 / 0 |" in lines[3]

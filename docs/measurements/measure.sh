@@ -62,6 +62,10 @@ run gemma_ep_polarity_lexicon_val20 evaluate --program EP --format polarity --de
 for seed in 3 4 0 1 2; do
   run gemma_pe_polarity_lexicon_draw${seed}_dev100 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --skip 200 --faithfulness --n 100
 done
+# Twice as many lexicon demos (32: the same seed's 16 and 16 more) on the same development sentences, two draws
+for seed in 0 1; do
+  run gemma_pe_polarity_lexicon32_draw${seed}_dev100 evaluate --program PE --format polarity --demos 32 --demo-source lexicon --demo-seed $seed --skip 200 --faithfulness --lexicon --n 100
+done
 # Throughput (issue 24): side-by-side ratios in one process
 run bench_quick bench --scale quick
 
