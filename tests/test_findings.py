@@ -269,6 +269,6 @@ def test_the_top_fifth_of_each_explanation_is_split_by_what_its_words_are(tmp_pa
     lines = render(text, tmp_path).splitlines()
     assert len(lines) == 5 and lines[3].endswith("`kept.json` |")  # a run without word values has no row
     # self's top: film (0.5), dull (0.2), fun (-0.05 toward negative); the lexicon's: great (0.3), dull, then ","
-    # by position (-0.01); occlusion's: film, not (0.3), dull. Rated toward the label: dull, great, dull, dull.
-    # "not" is a stop word; film a content word that self's top holds and the lexicon's does not.
+    # by position (-0.01); occlusion's: film, not (0.3), dull. Rated toward the label: self's dull, the lexicon's
+    # great and dull, occlusion's dull. "not" is a stop word; film a content word in self's top, not the lexicon's.
     assert "| 2 | 3 | 0.217 / 0.163 / 0.333 | 1 / 2 / 1 | 0.225 / -0.010 | 1 / 1 | 1 / 0 |" in lines[3]
