@@ -22,6 +22,7 @@ from metrics.stats import paired_accuracy
 from programs.embedded_models import DEFAULT_SETUP
 from programs.self_explain import explains_first
 from programs.signatures import RESTATED
+from programs.types import LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 FINDINGS = ROOT / "docs" / "findings.md"
@@ -286,8 +287,10 @@ def top_fifth(folder: Path) -> str:
               "words / unrated content words", "of those content words, in self's / lexicon's top", "file"]
     rows = []
     for stem, program, r in _evaluations(folder):
+        # full explanations only: a top-k one gives an order of k words, not a value for every word
         kept = [e for e in r.get("examples", []) if e["label"] is not None and e.get("explanations")
-                and all((e["explanations"].get(k) or {}).get("values") for k in ("self", "occlusion", "lexicon"))]
+                and all((e["explanations"].get(k) or {}).get("values") for k in ("self", "occlusion", "lexicon"))
+                and "ranking" not in e["explanations"]["self"]]
         if not kept:
             continue
         words = 0
@@ -296,7 +299,7 @@ def top_fifth(folder: Path) -> str:
         occlusion_kinds = {"function": 0, "content": 0}
         found = {"self": 0, "lexicon": 0}
         for e in kept:
-            predicted = 1 if e["label"] == "positive" else 0
+            predicted = LABELS.index(e["label"])
             toward = 1 if predicted else -1
             values = {k: e["explanations"][k]["values"] for k in ("self", "occlusion", "lexicon")}
             k = bin_sizes(len(e["tokens"]), (0.2,))[0]

@@ -265,9 +265,13 @@ def test_the_top_fifth_of_each_explanation_is_split_by_what_its_words_are(tmp_pa
            "examples": examples}
     (tmp_path / "kept.json").write_text(json.dumps({"PE": row}))
     (tmp_path / "older.json").write_text(json.dumps({"PE": {**row, "examples": [{"id": 1, "label": "positive"}]}}))
+    topk = [{**e, "explanations": {**e["explanations"], "self": {"values": [1.0, None, None, None], "ranking": [0]}}}
+            for e in examples[:1]]
+    (tmp_path / "topk.json").write_text(json.dumps({"PE-topk": {**row, "examples": topk}}))
     text = "<!-- table: top-fifth -->\n<!-- end: top-fifth -->\n"
     lines = render(text, tmp_path).splitlines()
-    assert len(lines) == 5 and lines[3].endswith("`kept.json` |")  # a run without word values has no row
+    # a run without word values, or whose self-explanations are top-k orders, has no row
+    assert len(lines) == 5 and lines[3].endswith("`kept.json` |")
     # self's top: film (0.5), dull (0.2), fun (-0.05 toward negative); the lexicon's: great (0.3), dull, then ","
     # by position (-0.01); occlusion's: film, not (0.3), dull. Rated toward the label: self's dull, the lexicon's
     # great and dull, occlusion's dull. "not" is a stop word; film a content word in self's top, not the lexicon's.
