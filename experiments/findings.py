@@ -284,7 +284,8 @@ def top_fifth(folder: Path) -> str:
     header = ["model", "data", "program", "n", "top-fifth words", "occlusion a word: self's / lexicon's / "
               "occlusion's top", "lexicon-rated words in self's / lexicon's / occlusion's top",
               "occlusion a word: self's other words / lexicon's filler", "occlusion's top: punctuation and function "
-              "words / unrated content words", "of those content words, in self's / lexicon's top", "file"]
+              "words / unrated content words", "of those content words, in self's / lexicon's top", "probe reading",
+              "file"]
     rows = []
     for stem, program, r in _evaluations(folder):
         # full explanations only: a top-k one gives an order of k words, not a value for every word
@@ -324,7 +325,7 @@ def top_fifth(folder: Path) -> str:
                      f"{rated['self']} / {rated['lexicon']} / {rated['occlusion']}",
                      f"{mean['self_other']} / {mean['filler']}",
                      f"{occlusion_kinds['function']} / {occlusion_kinds['content']}",
-                     f"{found['self']} / {found['lexicon']}", f"`{stem}.json`"])
+                     f"{found['self']} / {found['lexicon']}", r.get("probe_reading", "n/a"), f"`{stem}.json`"])
     return _markdown(header, rows) if rows else "_not measured yet: run `docs/measurements/measure.sh`_"
 
 

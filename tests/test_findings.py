@@ -275,4 +275,4 @@ def test_the_top_fifth_of_each_explanation_is_split_by_what_its_words_are(tmp_pa
     # self's top: film (0.5), dull (0.2), fun (-0.05 toward negative); the lexicon's: great (0.3), dull, then ","
     # by position (-0.01); occlusion's: film, not (0.3), dull. Rated toward the label: self's dull, the lexicon's
     # great and dull, occlusion's dull. "not" is a stop word; film a content word in self's top, not the lexicon's.
-    assert "| 2 | 3 | 0.217 / 0.163 / 0.333 | 1 / 2 / 1 | 0.225 / -0.010 | 1 / 1 | 1 / 0 |" in lines[3]
+    assert "| 2 | 3 | 0.217 / 0.163 / 0.333 | 1 / 2 / 1 | 0.225 / -0.010 | 1 / 1 | 1 / 0 | n/a |" in lines[3]
