@@ -49,6 +49,10 @@ for seed in 1 2 3; do
   run gemma_pe_polarity_lexicon_draw${seed}_val200 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --lexicon --n 200
   run gemma_pe_polarity_lexicon_draw${seed}_huang100 evaluate --data huang2023 --program PE --format polarity --demo-source lexicon --demo-seed $seed --faithfulness --lexicon --n 100
 done
+# A third held-out set for the same four draws: SST-2 validation 301-400, which no choice about P-E's lexicon demos saw
+for seed in 0 1 2 3; do
+  run gemma_pe_polarity_lexicon_draw${seed}_val301to400 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --skip 300 --faithfulness --lexicon --n 100
+done
 # E-P with lexicon demos on the study's 100 (its probe: the neutral-explanation approximation), selfx's draw and
 # draw 1, the lexicon measured beside them
 run gemma_ep_polarity_lexicon_huang100 evaluate --data huang2023 --program EP --format polarity --demo-source lexicon --faithfulness --lexicon --n 100
