@@ -63,7 +63,7 @@ run gemma_ep_polarity_lexicon_val20_same_program evaluate --program EP --format 
 run gemma_ep_polarity_lexicon_val20 evaluate --program EP --format polarity --demo-source lexicon --faithfulness --lexicon --n 20
 # ... and on the first 100 validation sentences (neutral-explanation approximation; about 80 min, in two shards)
 sharded gemma_ep_polarity_lexicon_val100 2 evaluate --program EP --format polarity --demo-source lexicon --faithfulness --lexicon --n 100
-# Choosing the draw on development sentences (SST-2 validation 201-300, apart from both held-out sets): five draws,
+# Choosing the draw on development sentences (SST-2 validation 201-300, apart from the held-out sets): five draws,
 # the one with the highest share of its own occlusion there is the one held out (findings' chosen-draw table)
 for seed in 3 4 0 1 2; do
   run gemma_pe_polarity_lexicon_draw${seed}_dev100 evaluate --program PE --format polarity --demo-source lexicon --demo-seed $seed --skip 200 --faithfulness --n 100
